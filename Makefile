@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test` (both run `setup` first).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch first, pinned, so that installing the package never pulls in another build
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test demo bench lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	MINIJEPA_QUICK=1 $(PY) -m pytest --nbval-lax
+
+demo: setup
+	$(PY) -m minijepa.demo
+
+bench: setup
+	$(PY) -m minijepa.bench
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,109 @@
+"""Training-step benchmark: `python -m minijepa.bench [--preset NAME] [--device cuda] [--compile] [--steps N]`.
+
+Times the real training step (`train.train_step`: forward, backward, AdamW, EMA) on synthetic images with the
+usual masks, and prints images/s, ms/step, model FLOPs per step, achieved FLOP/s, MFU (on a GPU with a known
+peak) and peak memory. The default "bench" configuration is the one quoted in the README:
+32x32 RGB, patch 4 (8x8 grid), ViT-Tiny (192/12/3), predictor 96 wide x 6 deep, 4 targets, batch 64.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import schedules
+from .train import PRESETS, Config, build_masker, build_model, pick_device, step_generator, train_step
+
+BENCH = dict(data="cifar10", img_size=32, patch_size=4, dim=192, depth=12, heads=3, predictor_dim=96,
+             predictor_depth=6, n_targets=4, batch_size=64)
+# Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the MFU column; override with --peak-tflops.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="bench", choices=["bench", *PRESETS], help="model/batch configuration")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (and compilation)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = Config(**{**dataclasses.asdict(Config()), **(BENCH if args.preset == "bench" else PRESETS[args.preset])})
+    if args.batch_size:
+        cfg.batch_size = args.batch_size
+    device = pick_device(args.device)
+    amp = device.type == "cuda" and not args.no_amp
+    model = build_model(cfg).to(device)
+    masker = build_masker(cfg, model.context_encoder.grid_size)
+    optimizer = torch.optim.AdamW(schedules.param_groups(model.context_encoder, model.predictor), lr=1e-4,
+                                  fused=device.type == "cuda")
+    net = torch.compile(model, dynamic=True) if args.compile else model
+    in_chans = model.context_encoder.in_chans
+    images = torch.randn(cfg.batch_size, in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator()
+                         .manual_seed(0)).to(device)
+    masks = []  # a fixed sequence of masks, the same in every run, drawn before timing
+    for i in range(args.warmup + args.steps):
+        context, targets = masker.sample(cfg.batch_size, step_generator(0, i))
+        masks.append((context.to(device), [t.to(device) for t in targets]))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for i, (context, targets) in enumerate(masks):
+        if i == args.warmup:
+            sync()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+        train_step(net, optimizer, images, context, targets, momentum=0.996, amp=amp, ema_model=model)
+    sync()
+    seconds = time.perf_counter() - t0
+
+    # Model FLOPs (forward + backward; the target encoder forward only) of each timed step, counted on a copy of
+    # the model on the "meta" device: shapes only, no arithmetic. They vary with each batch's mask sizes.
+    meta_model = build_model(cfg).to("meta")
+    flops = 0
+    for context, targets in masks[args.warmup:]:
+        with FlopCounterMode(display=False) as counter:
+            meta_model(images.to("meta"), context.to("meta"), [t.to("meta") for t in targets]).backward()
+        flops += counter.get_total_flops() / args.steps  # mean per step
+    mean_context = sum(c.shape[1] for c, _ in masks[args.warmup:]) / args.steps
+
+    step_ms = 1000 * seconds / args.steps
+    result = dict(preset=args.preset, device=torch.cuda.get_device_name(device) if device.type == "cuda"
+                  else f"cpu ({torch.get_num_threads()} threads)", batch=cfg.batch_size, amp=amp,
+                  compile=args.compile, img_per_s=cfg.batch_size * args.steps / seconds, ms_per_step=step_ms,
+                  gflop_per_step=flops / 1e9, tflop_per_s=flops / (step_ms / 1000) / 1e12,
+                  mean_context=mean_context)
+    peak = args.peak_tflops or peak_tflops(device)
+    if peak:
+        result["mfu"] = result["tflop_per_s"] / peak
+    if device.type == "cuda":
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    return result
+
+
+if __name__ == "__main__":
+    main()

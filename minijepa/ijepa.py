@@ -1,0 +1,84 @@
+"""I-JEPA: predict the representations of target blocks from a context block, in latent space (paper §3).
+
+    context_encoder  ViT that sees only the context patches                 (trained by gradient descent)
+    target_encoder   EMA copy of the context encoder; sees the whole image  (no gradients, §3 "Targets")
+    predictor        narrow ViT: context tokens + mask tokens -> target representations
+
+One training step (see `forward`):
+
+    targets   = layer_norm(target_encoder(image))[target idx]   -- masked at the *output*, not the input
+    predicted = predictor(context_encoder(image[context idx]), context idx, target idx)
+    loss      = mean over blocks and patches of ||predicted - targets||^2   (or smooth-L1, as the reference code)
+
+followed, outside this module, by an optimiser step on the context encoder + predictor and `update_target(m)`.
+
+With `target="pixels"` the same masks and predictor regress per-patch-normalised pixels instead (MAE-style targets),
+which is the paper's Table 7 comparison; the EMA encoder is still kept (and evaluated) so both modes are measured
+identically.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .predictor import Predictor
+from .vit import ViT, gather_tokens, patchify
+
+
+def pixel_targets(images: torch.Tensor, patch_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """Per-patch normalised pixels (MAE's best target): (B, C, H, W) -> (B, N, P*P*C), zero mean, unit var each."""
+    x = patchify(images, patch_size)
+    return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + eps).sqrt()
+
+
+class IJEPA(nn.Module):
+    def __init__(self, encoder: ViT, predictor_dim: int = 384, predictor_depth: int = 6,
+                 predictor_heads: int | None = None, target: str = "latent", loss: str = "l2"):
+        super().__init__()
+        if target not in ("latent", "pixels"):
+            raise ValueError(f"target must be 'latent' or 'pixels', got {target!r}")
+        if loss not in ("l2", "smooth_l1"):
+            raise ValueError(f"loss must be 'l2' or 'smooth_l1', got {loss!r}")
+        self.target, self.loss = target, loss
+        self.context_encoder = encoder
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        pixels_per_patch = encoder.patch_size ** 2 * encoder.in_chans
+        self.predictor = Predictor(encoder.grid_size, encoder.dim, predictor_dim, predictor_depth,
+                                   predictor_heads or encoder.heads, encoder.mlp_ratio,
+                                   out_dim=pixels_per_patch if target == "pixels" else encoder.dim)
+
+    @torch.no_grad()
+    def target_features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the predictor must match at every patch: (B, N, D) latents, or (B, N, P*P*C) pixels."""
+        if self.target == "pixels":
+            return pixel_targets(images.float(), self.context_encoder.patch_size)
+        h = self.target_encoder(images)  # (B, N, D): the whole image, no masking of the input
+        return F.layer_norm(h, h.shape[-1:])  # §3: normalised over the feature dim, no affine
+
+    def forward(self, images: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        """images (B, C, H, W); context (B, Kc); targets M x (B, Kt) patch indices -> scalar loss."""
+        if len(targets) == 0:
+            raise ValueError("need at least one target block")
+        if len({t.shape[1] for t in targets}) != 1:
+            raise ValueError(f"all target blocks of a batch must have the same size, got "
+                             f"{[t.shape[1] for t in targets]}; maskers draw one block size per batch")
+        M = len(targets)
+        y = self.target_features(images)  # (B, N, D_out)
+        z = self.context_encoder(images, keep=context)  # (B, Kc, D)
+        target_idx = torch.cat(targets, dim=0)  # (M*B, Kt): block m of image b is row m*B + b
+        pred = self.predictor(z.repeat(M, 1, 1), context.repeat(M, 1), target_idx)  # (M*B, Kt, D_out)
+        y = gather_tokens(y.repeat(M, 1, 1), target_idx).to(pred.dtype)  # (M*B, Kt, D_out)
+        if self.loss == "smooth_l1":
+            return F.smooth_l1_loss(pred, y)
+        return F.mse_loss(pred, y)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """EMA step, target <- m * target + (1 - m) * context, over all parameters at once (foreach kernels)."""
+        t = list(self.target_encoder.parameters())
+        c = list(self.context_encoder.parameters())
+        torch._foreach_mul_(t, momentum)
+        torch._foreach_add_(t, c, alpha=1.0 - momentum)
