@@ -1,11 +1,12 @@
 """What did the encoder learn? `python -m minijepa.evaluate RUN_DIR [--layers 4]` -> RUN_DIR/eval.json, eval.png.
 
-Protocol (paper App. A): freeze the **target encoder**, average-pool its patch tokens (optionally the last 4 layers,
-concatenated), and fit simple read-outs on labeled data:
-    linear               multinomial logistic regression on all training labels
+Protocol (paper App. A): freeze the **target encoder**, average-pool its patch tokens (the last block, or the last 4
+blocks concatenated, as the paper does for transfer), and fit simple read-outs on the labeled splits of the run's
+dataset, with no augmentation:
+    linear               multinomial logistic regression on every training label
     knn                  k = 20 nearest neighbours, cosine similarity, votes weighted by exp(sim / 0.07)
     linear_10_per_class  the linear probe with 10 labels per class (low-shot)
-    linear_1pct          the linear probe with 1% of the labels (the paper's ablation setting)
+    linear_1pct          the linear probe with 1% of the labels per class (the paper's ablation setting, Tables 6-7)
 The same architecture at random initialisation is evaluated identically: the baseline that pretraining must beat.
 """
 from __future__ import annotations
@@ -14,45 +15,65 @@ import argparse
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from .data import center_resize, load_dataset
+from .data import DatasetNotFoundError, ImageDataset, center_resize, load_dataset
 from .train import CheckpointError, Config, build_model, load_run, pick_device
 from .vit import ViT
+
+METRICS = ("linear", "knn", "linear_10_per_class", "linear_1pct")
+LABELS = {"ijepa": "I-JEPA", "random_init": "random init"}
+PROBE = dict(epochs=100, weight_decay=1e-3, eps=1e-5)  # linear_probe defaults, also recorded in eval.json
 
 
 @torch.no_grad()
 def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, layers: int = 1,
                      batch_size: int = 512, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> average-pooled features (N, D * layers), float32 on the CPU."""
+    """uint8 images (N, C, H, W) -> average-pooled patch tokens (N, D * layers), float32 on the CPU.
+    Images are scaled to [0, 1], resized to the encoder's size if they differ, and normalised with mean/std (C,)."""
     if not 1 <= layers <= encoder.depth:
         raise ValueError(f"cannot pool the last {layers} layers of a {encoder.depth}-block encoder")
-    device = device or next(encoder.parameters()).device
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    was_training = encoder.training
     encoder.eval()
-    mean, std = mean.view(-1, 1, 1).to(device), std.view(-1, 1, 1).to(device)
+    mean, std = torch.as_tensor(mean).view(-1, 1, 1).to(device), torch.as_tensor(std).view(-1, 1, 1).to(device)
     feats = []
-    for i in range(0, len(images), batch_size):
-        x = (center_resize(images[i:i + batch_size].to(device), encoder.img_size[0]) - mean) / std
-        outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # each (B, N, D)
+    for batch in images.split(batch_size):
+        x = (center_resize(batch.to(device), encoder.img_size[0]) - mean) / std  # (B, C, S, S)
+        outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # layers x (B, N, D)
         feats.append(torch.cat([h.mean(1) for h in outs], dim=1).float().cpu())  # (B, D * layers)
+    encoder.train(was_training)
     return torch.cat(feats)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 steps: int = 300, weight_decay: float = 1e-4, seed: int = 0) -> float:
-    """Top-1 accuracy of a logistic-regression read-out, fitted full-batch with L-BFGS on standardised features."""
-    mu, sigma = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    train_x, test_x = (train_x - mu) / sigma, (test_x - mu) / sigma
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    torch.manual_seed(seed)
-    head = torch.nn.Linear(train_x.shape[1], n_classes)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=steps, history_size=20,
-                            line_search_fn="strong_wolfe")
+                 epochs: int = PROBE["epochs"], weight_decay: float = PROBE["weight_decay"], eps: float = PROBE["eps"],
+                 seed: int = 0, unlabeled_x: torch.Tensor | None = None) -> float:
+    """Top-1 test accuracy of multinomial logistic regression (one nn.Linear), fitted full-batch with L-BFGS
+    (`epochs` = at most that many iterations, each one pass over the data) and an L2 penalty on the weights.
+
+    Features are standardised and then decorrelated (PCA whitening, eigenvalues + eps) with statistics of
+    `unlabeled_x` (default: train_x); a linear map before a linear classifier keeps it a linear probe. Average-pooled
+    ViT features share one large common direction (pairwise cosine ~0.99 for small models), so per-dimension
+    standardisation alone leaves the problem so ill-conditioned that L-BFGS stops far from the optimum. Low-shot
+    probes pass all training features as `unlabeled_x`: image statistics use no labels (as in the 1% setting)."""
+    ref = train_x if unlabeled_x is None else unlabeled_x
+    mu, sigma = ref.mean(0), ref.std(0).clamp_min(1e-6)  # (D,)
+    z = ((ref - mu) / sigma).double()
+    evals, evecs = torch.linalg.eigh(z.T @ z / len(z))  # (D,), (D, D)
+    whiten = (evecs / (evals.clamp_min(0) + eps).sqrt()).to(train_x.dtype)  # (D, D)
+    train_x, test_x = ((train_x - mu) / sigma) @ whiten, ((test_x - mu) / sigma) @ whiten
+    n_classes = int(torch.cat([train_y, test_y]).max()) + 1
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the global RNG alone
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(train_x.shape[1], n_classes).to(train_x.device)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=epochs, history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(head(train_x), train_y) + weight_decay * head.weight.square().sum()
+        loss = F.cross_entropy(head(train_x), train_y) + 0.5 * weight_decay * head.weight.square().sum()
         loss.backward()
         return loss
 
@@ -63,101 +84,135 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 @torch.no_grad()
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN on cosine similarity (as in DINO): each neighbour votes exp(sim / T) for its label."""
+                 k: int = 20, temperature: float = 0.07, center: bool = True) -> float:
+    """Weighted kNN (Wu et al. 2018; DINO): the k most cosine-similar training features each vote exp(sim / T) for
+    their label. `center` first subtracts the training mean, which removes the direction that all pooled features
+    share (otherwise every cosine is ~0.99). Similarities are computed for a chunk of test rows at a time (<= 64 MB)."""
+    if center:
+        mu = train_x.mean(0)
+        train_x, test_x = train_x - mu, test_x - mu
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    k = min(k, len(train_x))
+    n_classes = int(torch.cat([train_y, test_y]).max()) + 1
+    k, rows = min(k, len(train_x)), max(1, 2 ** 24 // len(train_x))
     correct = 0
-    for i in range(0, len(test_x), chunk):
-        sim, idx = (test_x[i:i + chunk] @ train_x.T).topk(k, dim=1)  # (b, k)
-        votes = torch.zeros(len(sim), n_classes).scatter_add_(1, train_y[idx], (sim / temperature).exp())
-        correct += (votes.argmax(1) == test_y[i:i + chunk]).sum().item()
+    for x, y in zip(test_x.split(rows), test_y.split(rows)):
+        sim, idx = (x @ train_x.T).topk(k, dim=1)  # (b, k)
+        votes = torch.zeros(len(x), n_classes, device=x.device).scatter_add_(1, train_y[idx], (sim / temperature).exp())
+        correct += (votes.argmax(1) == y).sum().item()
     return correct / len(test_x)
 
 
 def low_shot_indices(labels: torch.Tensor, per_class: int | None = None, fraction: float | None = None,
                      seed: int = 0) -> torch.Tensor:
-    """A class-balanced subset: `per_class` labels per class, or `fraction` of each class (at least 1)."""
+    """A class-balanced labeled subset (sorted indices): `per_class` images of each class, or `fraction` of each
+    class (at least 1). Unlabeled images (label -1) are never picked. The same seed gives the same subset."""
+    if (per_class is None) == (fraction is None):
+        raise ValueError("give exactly one of per_class and fraction")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     g = torch.Generator().manual_seed(seed)
     picked = []
-    for c in labels.unique():
+    for c in labels[labels >= 0].unique():
         members = (labels == c).nonzero()[:, 0]
         n = per_class if per_class is not None else max(1, round(fraction * len(members)))
+        if n > len(members):
+            raise ValueError(f"class {int(c)} has {len(members)} labeled images, fewer than per_class={n}")
         picked.append(members[torch.randperm(len(members), generator=g)[:n]])
     return torch.cat(picked).sort().values
 
 
+def eval_splits(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
+    """The labeled train and test splits of the run's dataset (STL-10 pretrains on "unlabeled", evaluates here)."""
+    return load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
+
+
 def evaluate_encoder(encoder: ViT, cfg: Config, norm: dict, layers: int = 1, k: int = 20, seed: int = 0,
-                     batch_size: int = 512) -> dict:
-    """The four read-outs of one frozen encoder on the labeled train/test splits of the run's dataset."""
-    train, test = load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
-    tr = extract_features(encoder, train.images, norm["mean"], norm["std"], layers, batch_size)  # (N, D)
-    te = extract_features(encoder, test.images, norm["mean"], norm["std"], layers, batch_size)
-    ten, onepct = low_shot_indices(train.labels, per_class=10, seed=seed), \
-        low_shot_indices(train.labels, fraction=0.01, seed=seed)
-    return dict(linear=linear_probe(tr, train.labels, te, test.labels, seed=seed),
-                knn=knn_accuracy(tr, train.labels, te, test.labels, k=k),
-                linear_10_per_class=linear_probe(tr[ten], train.labels[ten], te, test.labels, seed=seed),
-                linear_1pct=linear_probe(tr[onepct], train.labels[onepct], te, test.labels, seed=seed),
+                     batch_size: int = 512, device: torch.device | str | None = None,
+                     splits: tuple[ImageDataset, ImageDataset] | None = None) -> dict:
+    """The four read-outs of one frozen encoder (see the module docstring); `norm` = {"mean": (C,), "std": (C,)}."""
+    train, test = splits or eval_splits(cfg)
+    tr = extract_features(encoder, train.images, norm["mean"], norm["std"], layers, batch_size, device)  # (N, F)
+    te = extract_features(encoder, test.images, norm["mean"], norm["std"], layers, batch_size, device)  # (M, F)
+    ytr, yte = train.labels, test.labels
+    ten = low_shot_indices(ytr, per_class=10, seed=seed)
+    pct = low_shot_indices(ytr, fraction=0.01, seed=seed)
+    return dict(linear=linear_probe(tr, ytr, te, yte, seed=seed),
+                knn=knn_accuracy(tr, ytr, te, yte, k=k),
+                linear_10_per_class=linear_probe(tr[ten], ytr[ten], te, yte, seed=seed, unlabeled_x=tr),
+                linear_1pct=linear_probe(tr[pct], ytr[pct], te, yte, seed=seed, unlabeled_x=tr),
                 feature_dim=tr.shape[1], n_train=len(tr), n_test=len(te))
 
 
 def evaluate_run(run_dir: str | Path, layers: int = 1, baseline: bool = True, k: int = 20, seed: int = 0,
                  device: str = "auto", batch_size: int = 512) -> dict:
+    """Evaluate a run's target encoder (and, with `baseline`, the same ViT at its random initialisation: build_model
+    seeds with cfg.seed, so these are the very weights the run started from). Writes eval.json and eval.png."""
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, model, ckpt = load_run(run_dir, device)
-    result = dict(run=str(run_dir), step=ckpt["step"], config=ckpt["config"],
-                  protocol=dict(encoder="target", pooling="average", layers=layers, knn_k=k, seed=seed),
-                  ijepa=evaluate_encoder(model.target_encoder, cfg, ckpt["norm"], layers, k, seed, batch_size))
+    if layers > cfg.depth:  # fail before loading any data
+        raise ValueError(f"cannot pool the last {layers} layers: the encoder has only {cfg.depth} blocks")
+    protocol = dict(encoder="target", pooling="average over patches", layers=layers, data=cfg.data,
+                    splits=["train", "test"], knn=dict(k=k, temperature=0.07, center=True),
+                    linear=dict(optimizer="L-BFGS, full batch", whitening="PCA, all train features", **PROBE),
+                    low_shot=dict(per_class=10, fraction=0.01), seed=seed)
+    args = dict(layers=layers, k=k, seed=seed, batch_size=batch_size, splits=eval_splits(cfg))
+    result = dict(run=str(run_dir), step=ckpt["step"], config=ckpt["config"], protocol=protocol,
+                  ijepa=evaluate_encoder(model.target_encoder, cfg, ckpt["norm"], **args))
     if baseline:
-        random_init = build_model(cfg).to(device).target_encoder  # same architecture, same init seed, untrained
-        result["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], layers, k, seed, batch_size)
+        random_init = build_model(cfg).to(device).target_encoder
+        result["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], **args)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_eval(result, run_dir / "eval.png")
     return result
 
 
-METRICS = ("linear", "knn", "linear_10_per_class", "linear_1pct")
-
-
-def plot_eval(result: dict, out: Path) -> None:
-    import matplotlib.pyplot as plt
-    names = [n for n in ("ijepa", "random_init") if n in result]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+def plot_eval(result: dict, out: str | Path) -> None:
+    """Grouped bars: test accuracy of each read-out, I-JEPA next to the random-init baseline."""
+    names = [n for n in LABELS if n in result]
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        vals = [100 * result[name][m] for m in METRICS]
-        bars = ax.bar([j + i * width for j in range(len(METRICS))], vals, width, label=name.replace("_", " "))
+        bars = ax.bar([j + i * width for j in range(len(METRICS))], [100 * result[name][m] for m in METRICS], width,
+                      label=LABELS[name], color=f"C{i}")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(METRICS))], METRICS)
-    ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=f"{result['config']['data']}, step {result['step']}")
-    ax.legend(loc="lower right")
+    layers = result["protocol"]["layers"]
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 110), title=f"{result['config']['data']}, step {result['step']}, "
+           f"target encoder, last {'layer' if layers == 1 else f'{layers} layers'}")
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
+def format_table(result: dict) -> str:
+    """The printed summary: one row per read-out, one column per encoder."""
+    names = [n for n in LABELS if n in result]
+    r = result["ijepa"]
+    lines = [f"{result['run']}: step {result['step']}, {r['feature_dim']}-d features, "
+             f"{r['n_train']} train / {r['n_test']} test images",
+             f"{'':22s}" + "".join(f"{LABELS[n]:>13s}" for n in names)]
+    lines += [f"{m:22s}" + "".join(f"{result[n][m]:13.3f}" for n in names) for m in METRICS]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
-    p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last 1 or 4 blocks")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last block, or the last 4")
+    p.add_argument("--device", default="auto", help="for feature extraction (auto = cuda > mps > cpu)")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
+    p.add_argument("--seed", type=int, default=0, help="low-shot subsets and probe initialisation")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
     args = p.parse_args(argv)
     try:
-        r = evaluate_run(args.run_dir, args.layers, not args.no_baseline, args.k, args.seed, args.device,
-                         args.batch_size)
-    except CheckpointError as e:
+        result = evaluate_run(args.run_dir, args.layers, not args.no_baseline, args.k, args.seed, args.device,
+                              args.batch_size)
+    except (CheckpointError, DatasetNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    names = [n for n in ("ijepa", "random_init") if n in r]
-    print(f"{'':22s}" + "".join(f"{n:>13s}" for n in names))
-    for m in METRICS:
-        print(f"{m:22s}" + "".join(f"{r[n][m]:13.3f}" for n in names))
+    print(format_table(result))
     print(f"written: {Path(args.run_dir) / 'eval.json'}, {Path(args.run_dir) / 'eval.png'}")
 
 

@@ -62,6 +62,10 @@ class IJEPA(nn.Module):
         """images (B, C, H, W); context (B, Kc); targets M x (B, Kt) patch indices -> scalar loss."""
         if len(targets) == 0:
             raise ValueError("need at least one target block")
+        B = images.shape[0]
+        if any(t.ndim != 2 or t.shape[0] != B for t in targets):
+            raise ValueError(f"every target block needs one row per image: {B} images, but target shapes "
+                             f"{[tuple(t.shape) for t in targets]}; pass a list of (B, Kt) tensors, one per block")
         if len({t.shape[1] for t in targets}) != 1:
             raise ValueError(f"all target blocks of a batch must have the same size, got "
                              f"{[t.shape[1] for t in targets]}; maskers draw one block size per batch")

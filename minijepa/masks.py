@@ -112,11 +112,13 @@ class MultiBlockMasker(Masker):
         self.context_scale = _check_range("context_scale", context_scale, 0.0, 1.0)
         self.target_aspect = _check_range("target_aspect", target_aspect, 0.0, math.inf)
         self.context_aspect = _check_range("context_aspect", context_aspect, 0.0, math.inf)
-        # Feasibility, before any sampling: even the biggest context block minus the smallest single target block
-        # must be able to leave `min_keep` patches. (The reference instead retried forever.)
+        # Feasibility, before any sampling: the biggest context block must be able to keep `min_keep` patches next to
+        # the biggest target block any draw can produce. (The reference instead retried forever.)
+        if min_keep < 1:
+            raise ValueError(f"min_keep must be at least 1 (the context encoder needs a patch to see), got {min_keep}")
         max_context = min(self._area_range(self.context_scale, self.context_aspect)[1],
-                          self.num_patches - self._area_range(self.target_scale, self.target_aspect)[0])
-        if not 1 <= min_keep <= max_context:
+                          self.num_patches - self._area_range(self.target_scale, self.target_aspect)[1])
+        if min_keep > max_context:
             H, W = self.grid_size
             raise ValueError(
                 f"impossible masks on a {H}x{W} grid: at most {max_context} context patches can remain next to the "
