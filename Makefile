@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	MINIJEPA_QUICK=1 $(PY) -m pytest --nbval-lax
+	MINIJEPA_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=600
 
 demo: setup
 	$(PY) -m minijepa.demo

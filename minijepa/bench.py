@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import schedules
-from .train import PRESETS, Config, build_masker, build_model, pick_device, step_generator, train_step
+from .train import (PRESETS, Config, build_masker, build_model, peak_memory_mb, pick_device, step_generator,
+                    train_step)
 
 BENCH = dict(data="cifar10", img_size=32, patch_size=4, dim=192, depth=12, heads=3, predictor_dim=96,
              predictor_depth=6, n_targets=4, batch_size=64)
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = args.peak_tflops or peak_tflops(device)
     if peak:
         result["mfu"] = result["tflop_per_s"] / peak
-    if device.type == "cuda":
-        result["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mem_mb"] = peak_memory_mb(device)  # CUDA: allocated tensors; CPU: the process's max RSS
     print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     return result
 

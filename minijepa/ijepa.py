@@ -36,13 +36,14 @@ def pixel_targets(images: torch.Tensor, patch_size: int, eps: float = 1e-6) -> t
 
 class IJEPA(nn.Module):
     def __init__(self, encoder: ViT, predictor_dim: int = 384, predictor_depth: int = 6,
-                 predictor_heads: int | None = None, target: str = "latent", loss: str = "l2"):
+                 predictor_heads: int | None = None, target: str = "latent", loss: str = "l2",
+                 target_norm: bool = True):
         super().__init__()
         if target not in ("latent", "pixels"):
             raise ValueError(f"target must be 'latent' or 'pixels', got {target!r}")
         if loss not in ("l2", "smooth_l1"):
             raise ValueError(f"loss must be 'l2' or 'smooth_l1', got {loss!r}")
-        self.target, self.loss = target, loss
+        self.target, self.loss, self.target_norm = target, loss, target_norm
         self.context_encoder = encoder
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         pixels_per_patch = encoder.patch_size ** 2 * encoder.in_chans
@@ -52,11 +53,14 @@ class IJEPA(nn.Module):
 
     @torch.no_grad()
     def target_features(self, images: torch.Tensor) -> torch.Tensor:
-        """What the predictor must match at every patch: (B, N, D) latents, or (B, N, P*P*C) pixels."""
+        """What the predictor must match at every patch: (B, N, D) latents, or (B, N, P*P*C) pixels.
+        `target_norm` (default, as the paper) normalises each target: layer norm of latents, per-patch pixels."""
         if self.target == "pixels":
-            return pixel_targets(images.float(), self.context_encoder.patch_size)
+            x = images.float()
+            return pixel_targets(x, self.context_encoder.patch_size) if self.target_norm else \
+                patchify(x, self.context_encoder.patch_size)
         h = self.target_encoder(images)  # (B, N, D): the whole image, no masking of the input
-        return F.layer_norm(h, h.shape[-1:])  # §3: normalised over the feature dim, no affine
+        return F.layer_norm(h, h.shape[-1:]) if self.target_norm else h  # §3: over the feature dim, no affine
 
     def forward(self, images: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         """images (B, C, H, W); context (B, Kc); targets M x (B, Kt) patch indices -> scalar loss."""

@@ -49,7 +49,7 @@ def show_image(ax: plt.Axes, image: torch.Tensor) -> None:
     """Draw a (C, H, W) image (uint8 or float, any range) on `ax`."""
     img = image.detach().float().cpu()
     img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
-    ax.imshow(img.permute(1, 2, 0).squeeze(-1), cmap="gray" if img.shape[0] == 1 else None)
+    ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -65,7 +65,7 @@ def draw_masks(ax: plt.Axes, image: torch.Tensor | None, context: torch.Tensor, 
         show_image(ax, image)
         extent = (-0.5, image.shape[-1] - 0.5, image.shape[-2] - 0.5, -0.5)
     overlay = torch.where(labels == 0, float("nan"), labels.float()) if image is not None else labels.float()
-    ax.imshow(overlay, cmap=cmap, vmin=0, vmax=1 + len(targets), alpha=alpha if image is not None else 1.0,
+    ax.imshow(overlay.numpy(), cmap=cmap, vmin=0, vmax=1 + len(targets), alpha=alpha if image is not None else 1.0,
               extent=extent, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])

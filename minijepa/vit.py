@@ -113,9 +113,11 @@ class ViT(nn.Module):
     """ViT encoder without [CLS] token. `forward(images, keep)` encodes only the patches listed in `keep`."""
 
     def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int = 3, dim: int = 192,
-                 depth: int = 12, heads: int = 3, mlp_ratio: float = 4.0):
+                 depth: int = 12, heads: int = 3, mlp_ratio: float = 4.0, embed_init: str = "reference"):
         super().__init__()
         self.img_size = to_2tuple(img_size)
+        if embed_init not in ("reference", "xavier"):
+            raise ValueError(f"embed_init must be 'reference' or 'xavier', got {embed_init!r}")
         if any(s % patch_size for s in self.img_size):
             raise ValueError(f"image size {self.img_size} is not divisible by patch size {patch_size}; "
                              f"pick a patch size that divides it (e.g. 4 for 28 or 32 px, 16 for 224 px)")
@@ -128,6 +130,8 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         init_weights(self, depth)
+        if embed_init == "xavier":  # MAE's choice: the patch embedding's output scale no longer shrinks with the
+            nn.init.xavier_uniform_(self.patch_embed.weight)  # patch (std 0.02 * sqrt(16) = 0.08 for 4x4 gray)
 
     def check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4:

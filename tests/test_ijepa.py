@@ -200,6 +200,18 @@ def test_latent_targets_are_layer_normed_whole_image_features():
     assert not torch.allclose(y2[:, 15], y[:, 15], atol=1e-5), "target encoder should see the whole image"
 
 
+def test_target_norm_off_gives_raw_targets():
+    """The `target_norm=False` ablation: raw target-encoder output, and raw pixels in patchify order."""
+    model = affine_final_norm(tiny_ijepa())
+    model.target_norm = False
+    x = images()
+    torch.testing.assert_close(model.target_features(x), model.target_encoder(x))
+    assert not torch.allclose(model.target_features(x).var(-1, unbiased=False), torch.ones(2, 16), atol=0.1)
+    pixels = tiny_ijepa("pixels")
+    pixels.target_norm = False
+    torch.testing.assert_close(pixels.target_features(x)[:, 6], x[:, :, 4:8, 8:12].permute(0, 2, 3, 1).reshape(2, -1))
+
+
 def distance(diff: torch.Tensor, loss_name: str) -> torch.Tensor:
     """Mean L2 (squared error) or smooth-L1 (beta 1: 0.5 d^2 below 1, d - 0.5 above) of a difference tensor."""
     d = diff.abs()

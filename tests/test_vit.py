@@ -280,3 +280,17 @@ def test_presets_have_the_paper_sizes(make, dims, approx_millions):
 def test_preset_defaults_are_224_pixels_with_16_pixel_patches():
     vit = vit_tiny()
     assert vit.img_size == (224, 224) and vit.grid_size == (14, 14) and vit.num_patches == 196
+
+
+def test_xavier_patch_embedding_keeps_content_visible_next_to_positions():
+    """With 4x4 grey patches the reference init (std 0.02) makes patch content ~6x smaller than the sin-cos
+    positions; MAE's xavier init of the patch projection brings it to the same scale."""
+    x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    scale = {}
+    for init in ("reference", "xavier"):
+        torch.manual_seed(0)
+        vit = ViT(28, 4, in_chans=1, dim=128, depth=1, heads=4, embed_init=init)
+        scale[init] = vit.patch_embed(patchify(x, 4)).std() / vit.pos_embed.std()
+    assert scale["reference"] < 0.25 < 0.6 < scale["xavier"] < 1.5, scale
+    with pytest.raises(ValueError, match="embed_init"):
+        ViT(28, 4, in_chans=1, dim=128, depth=1, heads=4, embed_init="kaiming")

@@ -1,0 +1,110 @@
+"""The recipe study behind docs/results.md: `python -m minijepa.study {ablations,compare} [--out runs/study]`.
+
+    ablations  the `demo` preset (embedded Fashion-MNIST subset), one knob changed at a time (learning rate, EMA
+               momentum, target normalisation, predictor depth, patch-embedding init)
+    compare    a preset (default `fashion-cpu`) with latent targets vs pixel targets vs random init, over seeds
+
+Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
+and the command lines are printed, so any row can be reproduced by hand. Finished runs are skipped: an interrupted
+study continues where it stopped. The result is a markdown table, printed and written to OUT/<study>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from .evaluate import METRICS
+from .plots import read_metrics
+
+ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
+    "baseline (demo preset)": {},
+    "lr 3e-4": {"lr": "3e-4", "start_lr": "6e-5"},
+    "EMA 0.999 -> 1": {"momentum": "0.999"},
+    "no target layer norm": {"target_norm": "false"},
+    "predictor depth 2": {"predictor_depth": "2"},
+    "xavier patch-embedding init": {"embed_init": "xavier"},
+}
+
+
+def run(cmd: list[str]) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool) -> dict:
+    """Train (unless finished) and evaluate (unless done) one run; return its summary row."""
+    if not (out / "eval.json").exists():
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+        resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
+        run([sys.executable, "-m", "minijepa.train", "--preset", preset, "--out", str(out), "--no-progress",
+             *flags, *resume])
+        run([sys.executable, "-m", "minijepa.evaluate", str(out), *([] if baseline else ["--no-baseline"])])
+    result = json.loads((out / "eval.json").read_text())
+    rows = read_metrics(out / "metrics.jsonl")
+    logged = [r for r in rows if "img_per_s" in r]
+    tail = rows[-max(1, len(rows) // 10):]  # final loss: mean over the last 10% of steps
+    return dict(result=result, loss=statistics.fmean(r["loss"] for r in tail), erank=logged[-1]["erank"],
+                img_per_s=statistics.median(r["img_per_s"] for r in logged[1:] or logged),
+                peak_mem_mb=max(r.get("peak_mem_mb", 0.0) for r in logged))
+
+
+def ablations(out: Path) -> str:
+    lines = ["| variant | linear | kNN | 10 / class | 1 % | final loss | eff. rank | img/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, (name, overrides) in enumerate(ABLATIONS.items()):
+        slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
+        s = train_and_evaluate(out / slug, "demo", overrides, baseline=i == 0)
+        r = s["result"]["ijepa"]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" for m in METRICS) +
+                     f" | {s['loss']:.4f} | {s['erank']:.1f} | {s['img_per_s']:.0f} |")
+        if i == 0:
+            base = s["result"]["random_init"]
+            random_row = "| random init (same ViT) | " + " | ".join(f"{100 * base[m]:.1f}" for m in METRICS)
+    return "\n".join([lines[0], lines[1], random_row + " | | | |", *lines[2:]])
+
+
+def compare(out: Path, preset: str, seeds: list[int]) -> str:
+    runs = {(t, s): train_and_evaluate(out / f"{preset}-{t}-seed{s}", preset, {"target": t, "seed": str(s)},
+                                       baseline=t == "latent")
+            for s in seeds for t in ("latent", "pixels")}
+
+    def cell(values: list[float]) -> str:
+        mean = 100 * statistics.fmean(values)
+        return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+    lines = [f"| {preset}, {len(seeds)} seed(s) | linear | kNN | 10 / class | 1 % | img/s | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"),
+                              ("pixel targets", "pixels", "ijepa"),
+                              ("random init", "latent", "random_init")):
+        per_seed = [runs[target, s] for s in seeds]
+        speed = "" if key == "random_init" else \
+            f"{statistics.fmean(r['img_per_s'] for r in per_seed):.0f} | " \
+            f"{max(r['peak_mem_mb'] for r in per_seed):.0f}"
+        lines.append(f"| {name} | " + " | ".join(cell([r["result"][key][m] for r in per_seed]) for m in METRICS)
+                     + f" | {speed or ' | '} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("study", choices=["ablations", "compare"])
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--preset", default="fashion-cpu", help="compare: the preset to train")
+    p.add_argument("--seeds", default="0,1", help="compare: comma-separated seeds")
+    args = p.parse_args(argv)
+    out = Path(args.out) / args.study
+    out.mkdir(parents=True, exist_ok=True)
+    table = ablations(out) if args.study == "ablations" else \
+        compare(out, args.preset, [int(s) for s in args.seeds.split(",")])
+    (out.parent / f"{args.study}.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

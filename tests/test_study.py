@@ -1,0 +1,47 @@
+"""The study's tables summarise finished runs correctly, and finished runs are never trained again."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from minijepa import study
+from minijepa.evaluate import METRICS
+
+
+def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: float) -> None:
+    """A finished run directory as train + evaluate leave it (only the fields the study reads)."""
+    path.mkdir(parents=True)
+    result = {"ijepa": {m: acc for m in METRICS}}
+    if baseline is not None:
+        result["random_init"] = {m: baseline for m in METRICS}
+    (path / "eval.json").write_text(json.dumps(result))
+    rows = [{"step": s, "loss": 1.0 / (s + 1)} for s in range(20)]
+    rows[9].update(img_per_s=1.0, erank=9.0, peak_mem_mb=mem / 2)  # the first window (warm-up) is ignored
+    rows[19].update(img_per_s=img_per_s, erank=5.0, peak_mem_mb=mem)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    out = tmp_path / "compare"
+    fake_run(out / "p-latent-seed0", 0.80, 0.70, 100.0, 500.0)
+    fake_run(out / "p-latent-seed1", 0.84, 0.72, 120.0, 600.0)
+    fake_run(out / "p-pixels-seed0", 0.75, None, 90.0, 400.0)
+    fake_run(out / "p-pixels-seed1", 0.77, None, 90.0, 400.0)
+    table = study.compare(out, "p", [0, 1]).splitlines()
+    assert table[2].startswith("| I-JEPA (latent targets) | 82.0 ± 2.8 | 82.0 ± 2.8")
+    assert table[2].endswith("| 110 | 600 |")
+    assert table[3].startswith("| pixel targets | 76.0 ± 1.4")
+    assert table[4].startswith("| random init | 71.0 ± 1.4")
+
+
+def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
+    fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
+    fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
+    table = study.ablations(tmp_path).splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| baseline (demo preset)",
+                                                          "| lr 3e-4"]
+    assert table[4].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[4].endswith("| 5.0 | 100 |")
