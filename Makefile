@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch first, pinned, so that installing the package never pulls in another build
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench lab clean
+.PHONY: setup test demo bench lab notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ bench: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
+
+# re-execute every notebook in full mode, in place (what the committed outputs come from)
+notebooks: setup
+	for nb in notebooks/*.ipynb; do $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,7 +1,8 @@
 """The recipe study behind docs/results.md: `python -m minijepa.study {ablations,compare} [--out runs/study]`.
 
-    ablations  the `demo` preset (embedded Fashion-MNIST subset), one knob changed at a time (learning rate, EMA
-               momentum, target normalisation, predictor depth, patch-embedding init)
+    ablations  the `demo` preset (embedded Fashion-MNIST subset), one knob changed at a time (target normalisation,
+               EMA momentum, learning rate, predictor depth and width, crop scale, batch size, schedule length,
+               patch-embedding init)
     compare    a preset (default `fashion-cpu`) with latent targets vs pixel targets vs random init, over seeds
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
@@ -23,10 +24,14 @@ from .plots import read_metrics
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
     "baseline (demo preset)": {},
-    "lr 3e-4": {"lr": "3e-4", "start_lr": "6e-5"},
-    "EMA 0.999 -> 1": {"momentum": "0.999"},
     "no target layer norm": {"target_norm": "false"},
+    "EMA 0.999 -> 1": {"momentum": "0.999"},
+    "lr 3e-4": {"lr": "3e-4", "start_lr": "6e-5"},
     "predictor depth 2": {"predictor_depth": "2"},
+    "predictor width 128": {"predictor_dim": "128"},
+    "crop scale (0.6, 1.0)": {"crop_scale": "0.6,1.0"},
+    "batch size 64": {"batch_size": "64"},
+    "1000 steps": {"steps": "1000", "warmup_steps": "100"},
     "xavier patch-embedding init": {"embed_init": "xavier"},
 }
 
@@ -36,8 +41,12 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool) -> dict:
-    """Train (unless finished) and evaluate (unless done) one run; return its summary row."""
+def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool,
+                       table_only: bool = False) -> dict | None:
+    """Train (unless finished) and evaluate (unless done) one run; return its summary row. With `table_only`,
+    nothing runs: an unfinished run gives None."""
+    if table_only and not (out / "eval.json").exists():
+        return None
     if not (out / "eval.json").exists():
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
         resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
@@ -53,19 +62,24 @@ def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseli
                 peak_mem_mb=max(r.get("peak_mem_mb", 0.0) for r in logged))
 
 
-def ablations(out: Path) -> str:
+def ablations(out: Path, table_only: bool = False) -> str:
     lines = ["| variant | linear | kNN | 10 / class | 1 % | final loss | eff. rank | img/s |",
              "|---|---|---|---|---|---|---|---|"]
+    random_row = "| random init (same ViT) | not run yet |"
     for i, (name, overrides) in enumerate(ABLATIONS.items()):
         slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
-        s = train_and_evaluate(out / slug, "demo", overrides, baseline=i == 0)
+        s = train_and_evaluate(out / slug, "demo", overrides, baseline=i == 0, table_only=table_only)
+        if s is None:
+            lines.append(f"| {name} | not run yet |")
+            continue
         r = s["result"]["ijepa"]
         lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" for m in METRICS) +
                      f" | {s['loss']:.4f} | {s['erank']:.1f} | {s['img_per_s']:.0f} |")
         if i == 0:
             base = s["result"]["random_init"]
-            random_row = "| random init (same ViT) | " + " | ".join(f"{100 * base[m]:.1f}" for m in METRICS)
-    return "\n".join([lines[0], lines[1], random_row + " | | | |", *lines[2:]])
+            random_row = "| random init (same ViT) | " + " | ".join(f"{100 * base[m]:.1f}" for m in METRICS) + \
+                " | | | |"
+    return "\n".join([lines[0], lines[1], random_row, *lines[2:]])
 
 
 def compare(out: Path, preset: str, seeds: list[int]) -> str:
@@ -97,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/study")
     p.add_argument("--preset", default="fashion-cpu", help="compare: the preset to train")
     p.add_argument("--seeds", default="0,1", help="compare: comma-separated seeds")
+    p.add_argument("--table-only", action="store_true", help="ablations: train nothing, tabulate the finished runs")
     args = p.parse_args(argv)
     out = Path(args.out) / args.study
     out.mkdir(parents=True, exist_ok=True)
-    table = ablations(out) if args.study == "ablations" else \
+    table = ablations(out, args.table_only) if args.study == "ablations" else \
         compare(out, args.preset, [int(s) for s in args.seeds.split(",")])
     (out.parent / f"{args.study}.md").write_text(table + "\n")
     print(table)

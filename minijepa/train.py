@@ -86,7 +86,7 @@ PRESETS: dict[str, dict] = {
     # embedded Fashion-MNIST subset, laptop CPU, a few minutes
     "demo": dict(data="embedded", img_size=28, patch_size=4, dim=128, depth=6, heads=4, predictor_dim=64,
                  predictor_depth=4, batch_size=128, steps=500, warmup_steps=50, ckpt_every=100),
-    # all of Fashion-MNIST on a 2-core CPU in about 10 minutes (1200 x 128 images: 2.6 epochs)
+    # all of Fashion-MNIST on a 2-core CPU in under 30 minutes (1200 x 128 images: 2.6 epochs)
     "fashion-cpu": dict(data="fashion-mnist", img_size=28, patch_size=4, dim=128, depth=6, heads=4,
                         predictor_dim=64, predictor_depth=4, batch_size=128, steps=1200, warmup_steps=120),
     # CIFAR-10 on one GPU

@@ -45,3 +45,12 @@ def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| baseline (demo preset)",
                                                           "| lr 3e-4"]
     assert table[4].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[4].endswith("| 5.0 | 100 |")
+
+
+def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"--table-only started a run: {cmd}"))
+    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
+    fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
+    table = study.ablations(tmp_path, table_only=True).splitlines()
+    assert table[2:4] == ["| random init (same ViT) | not run yet |", "| baseline (demo preset) | not run yet |"]
+    assert table[4].startswith("| lr 3e-4 | 85.0")
