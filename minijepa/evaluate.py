@@ -1,4 +1,5 @@
-"""What did the encoder learn? `python -m minijepa.evaluate RUN_DIR [--layers 4]` -> RUN_DIR/eval.json, eval.png.
+"""What did the encoder learn? `python -m minijepa.evaluate RUN_DIR [--layers 4]` -> RUN_DIR/eval.json, eval.png
+(with `--layers 4`: eval-4layers.json, eval-4layers.png, so both read-outs of a run can sit side by side).
 
 Protocol (paper App. A): freeze the **target encoder**, average-pool its patch tokens (the last block, or the last 4
 blocks concatenated, as the paper does for transfer), and fit simple read-outs on the labeled splits of the run's
@@ -143,10 +144,16 @@ def evaluate_encoder(encoder: ViT, cfg: Config, norm: dict, layers: int = 1, k: 
                 feature_dim=tr.shape[1], n_train=len(tr), n_test=len(te))
 
 
+def eval_path(run_dir: str | Path, layers: int = 1, suffix: str = ".json") -> Path:
+    """Where evaluate_run writes its result: RUN_DIR/eval.json for the last layer, eval-4layers.json for 4."""
+    return Path(run_dir) / (f"eval{suffix}" if layers == 1 else f"eval-{layers}layers{suffix}")
+
+
 def evaluate_run(run_dir: str | Path, layers: int = 1, baseline: bool = True, k: int = 20, seed: int = 0,
                  device: str = "auto", batch_size: int = 512) -> dict:
     """Evaluate a run's target encoder (and, with `baseline`, the same ViT at its random initialisation: build_model
-    seeds with cfg.seed, so these are the very weights the run started from). Writes eval.json and eval.png."""
+    seeds with cfg.seed, so these are the very weights the run started from). Writes eval_path(run_dir, layers) and
+    its plot (eval.json / eval.png for the last layer)."""
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, model, ckpt = load_run(run_dir, device)
@@ -162,8 +169,8 @@ def evaluate_run(run_dir: str | Path, layers: int = 1, baseline: bool = True, k:
     if baseline:
         random_init = build_model(cfg).to(device).target_encoder
         result["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], **args)
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_eval(result, run_dir / "eval.png")
+    eval_path(run_dir, layers).write_text(json.dumps(result, indent=2) + "\n")
+    plot_eval(result, eval_path(run_dir, layers, ".png"))
     return result
 
 
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     except (CheckpointError, DatasetNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(format_table(result))
-    print(f"written: {Path(args.run_dir) / 'eval.json'}, {Path(args.run_dir) / 'eval.png'}")
+    print(f"written: {eval_path(args.run_dir, args.layers)}, {eval_path(args.run_dir, args.layers, '.png')}")
 
 
 if __name__ == "__main__":

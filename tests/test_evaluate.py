@@ -115,6 +115,16 @@ def test_evaluate_run_end_to_end(tiny_run):
     assert (tiny_run / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_multi_layer_readout_is_written_beside_the_last_layer_one(tiny_run):
+    evaluate_run(tiny_run, baseline=False)
+    last_layer = (tiny_run / "eval.json").read_text()
+    evaluate_run(tiny_run, layers=2, baseline=False)
+    assert (tiny_run / "eval.json").read_text() == last_layer  # not overwritten
+    saved = json.loads((tiny_run / "eval-2layers.json").read_text())
+    assert saved["protocol"]["layers"] == 2 and saved["ijepa"]["feature_dim"] == 2 * 32  # two blocks concatenated
+    assert (tiny_run / "eval-2layers.png").exists()
+
+
 def test_cli_prints_table_and_rejects_bad_options(tiny_run, capsys):
     main([str(tiny_run), "--no-baseline", "--batch-size", "1000"])
     out = capsys.readouterr().out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,8 @@ def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: fl
         result["random_init"] = {m: baseline for m in METRICS}
     (path / "eval.json").write_text(json.dumps(result))
     rows = [{"step": s, "loss": 1.0 / (s + 1)} for s in range(20)]
-    rows[9].update(img_per_s=1.0, erank=9.0, peak_mem_mb=mem / 2)  # the first window (warm-up) is ignored
-    rows[19].update(img_per_s=img_per_s, erank=5.0, peak_mem_mb=mem)
+    rows[9].update(img_per_s=1.0, erank=9.0, feat_std=0.5, peak_mem_mb=mem / 2)  # the first window (warm-up) is ignored
+    rows[19].update(img_per_s=img_per_s, erank=5.0, feat_std=0.125, peak_mem_mb=mem)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -44,7 +45,7 @@ def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
     table = study.ablations(tmp_path).splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| baseline (demo preset)",
                                                           "| lr 3e-4"]
-    assert table[4].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[4].endswith("| 5.0 | 100 |")
+    assert table[4].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[4].endswith("| 0.125 | 5.0 | 100 |")
 
 
 def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, monkeypatch):
@@ -54,3 +55,24 @@ def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, mon
     table = study.ablations(tmp_path, table_only=True).splitlines()
     assert table[2:4] == ["| random init (same ViT) | not run yet |", "| baseline (demo preset) | not run yet |"]
     assert table[4].startswith("| lr 3e-4 | 85.0")
+
+
+def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_ones(tmp_path, monkeypatch):
+    started = []
+
+    def fake_subprocess(cmd: list[str]) -> None:  # train, then evaluate, which leaves a finished run behind
+        started.append(cmd[2])
+        if cmd[2] == "minijepa.train":
+            assert "--momentum=0.999" in cmd and "--seed=1" in cmd  # the row's knob, and the study's seed
+        if cmd[2] == "minijepa.evaluate":
+            fake_run(Path(cmd[3]), 0.9, None, 100.0, 500.0)
+
+    monkeypatch.setattr(study, "run", fake_subprocess)
+    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"},
+                                             "EMA 0.999 -> 1": {"momentum": "0.999"}})
+    fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
+    table = study.ablations(tmp_path, only={"ema-0.999-1"}, seed=1).splitlines()
+    assert started == ["minijepa.train", "minijepa.evaluate"]  # one run: not the baseline (done), not lr (unlisted)
+    assert table[4] == "| lr 3e-4 | not run yet |" and table[5].startswith("| EMA 0.999 -> 1 | 90.0")
+    with pytest.raises(SystemExit, match="unknown ablation"):
+        study.ablations(tmp_path, only={"ema-0.99"})
