@@ -73,7 +73,7 @@ def ablations(out: Path, table_only: bool = False, only: set[str] | None = None,
     all with the given seed."""
     slugs = {name: re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") for name in ABLATIONS}
     if only is not None and only - set(slugs.values()):
-        raise SystemExit(f"unknown ablation(s) {sorted(only - set(slugs.values()))}; "
+        raise ValueError(f"unknown ablation(s) {sorted(only - set(slugs.values()))}; "
                          f"choose from {list(slugs.values())}")
     lines = ["| variant | linear | kNN | 10 / class | 1 % | final loss | feature std | eff. rank | img/s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         name = "ablations" if args.seed == 0 else f"ablations-seed{args.seed}"
         out = Path(args.out) / name
         out.mkdir(parents=True, exist_ok=True)
-        table = ablations(out, args.table_only, set(args.only.split(",")) if args.only else None, args.seed)
+        try:
+            table = ablations(out, args.table_only, set(args.only.split(",")) if args.only else None, args.seed)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     else:  # runs in OUT/compare/, table in OUT/compare[-4layers].md
         name = "compare" if args.layers == 1 else f"compare-{args.layers}layers"
         out = Path(args.out) / "compare"

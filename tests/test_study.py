@@ -74,5 +74,7 @@ def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_
     table = study.ablations(tmp_path, only={"ema-0.999-1"}, seed=1).splitlines()
     assert started == ["minijepa.train", "minijepa.evaluate"]  # one run: not the baseline (done), not lr (unlisted)
     assert table[4] == "| lr 3e-4 | not run yet |" and table[5].startswith("| EMA 0.999 -> 1 | 90.0")
-    with pytest.raises(SystemExit, match="unknown ablation"):
+    with pytest.raises(ValueError, match="unknown ablation"):
         study.ablations(tmp_path, only={"ema-0.99"})
+    with pytest.raises(SystemExit, match="error: unknown ablation.*choose from"):
+        study.main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99"])
