@@ -5,7 +5,8 @@
                schedule length, patch-embedding init)
                (`--seed N`: the same rows with another seed; `--only SLUG,...`: train just those rows)
     compare    a preset (default `fashion-cpu`) with latent targets vs pixel targets vs random init, over seeds
-               (`--layers 4`: read out the last 4 blocks instead of the last one)
+               (`--layers 4`: read out the last 4 blocks instead of the last one; `--steps N`: a longer or shorter
+               schedule)
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
 and the command lines are printed, so any row can be reproduced by hand. Finished runs are skipped: an interrupted
@@ -95,8 +96,12 @@ def ablations(out: Path, table_only: bool = False, only: set[str] | None = None,
     return "\n".join([lines[0], lines[1], random_row, *lines[2:]])
 
 
-def compare(out: Path, preset: str, seeds: list[int], layers: int = 1) -> str:
-    runs = {(t, s): train_and_evaluate(out / f"{preset}-{t}-seed{s}", preset, {"target": t, "seed": str(s)},
+def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int | None = None) -> str:
+    """Latent vs pixel targets vs random init on `preset` over `seeds`; `steps` replaces the preset's schedule
+    length (warm-up: the first 10% of it)."""
+    schedule = {} if steps is None else {"steps": str(steps), "warmup_steps": str(steps // 10)}
+    runs = {(t, s): train_and_evaluate(out / f"{preset}-{t}-seed{s}", preset,
+                                       {"target": t, "seed": str(s), **schedule},
                                        baseline=t == "latent", layers=layers)
             for s in seeds for t in ("latent", "pixels")}
 
@@ -104,7 +109,7 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1) -> str:
         mean = 100 * statistics.fmean(values)
         return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
-    readout = "" if layers == 1 else f", last {layers} layers"
+    readout = ("" if steps is None else f", {steps} steps") + ("" if layers == 1 else f", last {layers} layers")
     lines = [f"| {preset}, {len(seeds)} seed(s){readout} | linear | kNN | 10 / class | 1 % | img/s | peak memory (MB) |",
              "|---|---|---|---|---|---|---|"]
     for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"),
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                                                        "others: OUT/ablations-seedN/)")
     p.add_argument("--layers", type=int, default=1, choices=[1, 4],
                    help="compare: read out the last block or the last 4 (evaluates finished runs again)")
+    p.add_argument("--steps", type=int, help="compare: train this many steps instead of the preset's "
+                                             "(runs in OUT/compare-Nsteps/)")
     p.add_argument("--table-only", action="store_true", help="ablations: train nothing, tabulate the finished runs")
     p.add_argument("--only", help="ablations: comma-separated run slugs to train, e.g. lr-3e-4,ema-0.999-1 "
                                   "(two studies with disjoint --only lists can run side by side)")
@@ -141,11 +148,12 @@ def main(argv: list[str] | None = None) -> None:
             table = ablations(out, args.table_only, set(args.only.split(",")) if args.only else None, args.seed)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
-    else:  # runs in OUT/compare/, table in OUT/compare[-4layers].md
-        name = "compare" if args.layers == 1 else f"compare-{args.layers}layers"
-        out = Path(args.out) / "compare"
+    else:  # runs in OUT/compare[-Nsteps]/, table in OUT/compare[-Nsteps][-4layers].md
+        runs_name = "compare" if args.steps is None else f"compare-{args.steps}steps"
+        name = runs_name if args.layers == 1 else f"{runs_name}-{args.layers}layers"
+        out = Path(args.out) / runs_name
         out.mkdir(parents=True, exist_ok=True)
-        table = compare(out, args.preset, [int(s) for s in args.seeds.split(",")], args.layers)
+        table = compare(out, args.preset, [int(s) for s in args.seeds.split(",")], args.layers, args.steps)
     (out.parent / f"{name}.md").write_text(table + "\n")
     print(table)
 

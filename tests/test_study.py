@@ -78,3 +78,22 @@ def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_
         study.ablations(tmp_path, only={"ema-0.99"})
     with pytest.raises(SystemExit, match="error: unknown ablation.*choose from"):
         study.main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99"])
+
+
+def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_subprocess(cmd: list[str]) -> None:
+        if cmd[2] == "minijepa.train":
+            trained.append(cmd)
+        else:  # evaluate: leave a finished run behind
+            fake_run(Path(cmd[3]), 0.9, 0.5 if "--no-baseline" not in cmd else None, 100.0, 500.0)
+
+    monkeypatch.setattr(study, "run", fake_subprocess)
+    study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--steps", "2400"])
+    assert [c[c.index("--out") + 1] for c in trained] == [
+        str(tmp_path / "compare-2400steps" / f"fashion-cpu-{t}-seed3") for t in ("latent", "pixels")]
+    assert all({"--steps=2400", "--warmup-steps=240", "--seed=3"} <= set(c) for c in trained)
+    table = (tmp_path / "compare-2400steps.md").read_text().splitlines()
+    assert table[0].startswith("| fashion-cpu, 1 seed(s), 2400 steps | linear")
+    assert table[2].startswith("| I-JEPA (latent targets) | 90.0") and table[4].startswith("| random init | 50.0")
