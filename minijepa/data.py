@@ -281,6 +281,18 @@ def load_photos(size: int = 224) -> list[tuple[str, torch.Tensor]]:
 
 
 # ------------------------------------------------------------------------------------------------------ augmentation
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (0-255) or float (already in [0, 1] units) images -> float32 in [0, 1] units."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The encoder's input: uint8 or [0, 1] float (B, C, H, W) -> (x - mean) / std per channel, with the training
+    set's mean and std (C,) in [0, 1] units (`ImageDataset.mean_std`, kept in every checkpoint as `norm`)."""
+    x = to_unit(images)
+    return (x - torch.as_tensor(mean).to(x).view(-1, 1, 1)) / torch.as_tensor(std).to(x).view(-1, 1, 1)
+
+
 def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, float] = (0.3, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3),
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -307,7 +319,7 @@ def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, flo
     x0 = torch.where(found, (u[:, 0] * (W - w + 1)).floor(), float((W - fw) // 2))  # (B,) left edge, in pixels
     y0 = torch.where(found, (u[:, 1] * (H - h + 1)).floor(), float((H - fh) // 2))
     boxes = torch.stack([torch.arange(B, dtype=torch.float), x0, y0, x0 + w, y0 + h], dim=1)  # (B, 5)
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    x = to_unit(images)
     # roi_align resamples every box to size x size bins at once; aligned=True puts pixel centres at +0.5, and each
     # bin averages ceil(box / size)^2 bilinear samples, so shrinking a large crop does not alias. Unlike crop-then-
     # resize, samples near the box edge may blend in the pixel just outside it (at most half a pixel away).
@@ -316,7 +328,7 @@ def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, flo
 
 def center_resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Evaluation transform, no crop: uint8 or float (B, C, H, W) -> float32 (B, C, size, size) in [0, 1] units."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    x = to_unit(images)
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

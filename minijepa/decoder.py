@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from .data import normalise
 from .vit import ViT, patchify, to_2tuple
 
 
@@ -81,7 +82,7 @@ def train_decoder(encoder: ViT, images: torch.Tensor, norm: dict, steps: int = 1
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
     mean, std = torch.as_tensor(norm["mean"]).float(), torch.as_tensor(norm["std"]).float()
-    x = (images.float() / 255 - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)  # (N, C, H, W)
+    x = normalise(images, mean, std)  # (N, C, H, W)
     feats = target_features(encoder, x)  # (N, Np, D): computed once, the encoder is frozen
     pixels = patchify(x, encoder.patch_size)  # (N, Np, P*P*C)
     torch.manual_seed(seed)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from .data import DatasetNotFoundError, ImageDataset, center_resize, load_dataset
+from .data import DatasetNotFoundError, ImageDataset, center_resize, load_dataset, normalise
 from .train import CheckpointError, Config, build_model, load_run, pick_device
 from .vit import ViT
 
@@ -39,10 +39,10 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    mean, std = torch.as_tensor(mean).view(-1, 1, 1).to(device), torch.as_tensor(std).view(-1, 1, 1).to(device)
+    mean, std = torch.as_tensor(mean).to(device), torch.as_tensor(std).to(device)
     feats = []
     for batch in images.split(batch_size):
-        x = (center_resize(batch.to(device), encoder.img_size[0]) - mean) / std  # (B, C, S, S)
+        x = normalise(center_resize(batch.to(device), encoder.img_size[0]), mean, std)  # (B, C, S, S)
         outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # layers x (B, N, D)
         feats.append(torch.cat([h.mean(1) for h in outs], dim=1).float().cpu())  # (B, D * layers)
     encoder.train(was_training)
@@ -101,6 +101,13 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         votes = torch.zeros(len(x), n_classes, device=x.device).scatter_add_(1, train_y[idx], (sim / temperature).exp())
         correct += (votes.argmax(1) == y).sum().item()
     return correct / len(test_x)
+
+
+def noise_margin(a: float, b: float, n_test: int) -> float:
+    """Two binomial standard errors of one accuracy (the larger of a and b) measured on n_test test images. Two
+    accuracies closer than this may differ by test-set sampling alone; seeds and probe subsets add more spread."""
+    p = max(a, b)
+    return 2 * (p * (1 - p) / n_test) ** 0.5
 
 
 def low_shot_indices(labels: torch.Tensor, per_class: int | None = None, fraction: float | None = None,

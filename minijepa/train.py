@@ -27,7 +27,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import schedules
-from .data import load_dataset, random_resized_crop
+from .data import load_dataset, normalise, random_resized_crop
 from .ijepa import IJEPA
 from .masks import Masker, make_masker
 from .vit import ViT
@@ -265,7 +265,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     data = load_dataset(cfg.data, cfg.train_split)
     mean, std = data.mean_std()
     images = data.images.to(device)  # (N, C, H, W) uint8: small datasets live on the device
-    norm_mean, norm_std = mean.view(-1, 1, 1).to(device), std.view(-1, 1, 1).to(device)
+    norm_mean, norm_std = mean.to(device), std.to(device)  # (C,), moved once, not every step
 
     model = build_model(cfg).to(device)
     masker = build_masker(cfg, model.context_encoder.grid_size)
@@ -345,7 +345,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             g = step_generator(cfg.seed, step, rank)
             idx = batch_indices(len(images), cfg.batch_size, cfg.seed, step)[rank::world]
             x = random_resized_crop(images[idx.to(device)], cfg.img_size, scale=cfg.crop_scale, generator=g)
-            x = (x - norm_mean) / norm_std  # (B, C, H, W)
+            x = normalise(x, norm_mean, norm_std)  # (B, C, H, W)
             context, targets = masker.sample(local_batch, g)
             context, targets = context.to(device), [t.to(device) for t in targets]
             lr = schedules.learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.start_lr, cfg.final_lr)

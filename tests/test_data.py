@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import minijepa.data as data
-from minijepa.data import DatasetNotFoundError, center_resize, load_dataset, load_photos, random_resized_crop
+from minijepa.data import (DatasetNotFoundError, center_resize, load_dataset, load_photos, normalise,
+                           random_resized_crop)
 
 rng = np.random.default_rng(0)
 
@@ -274,3 +275,16 @@ def test_mean_std_and_photos():
     assert {name for name, _ in photos} >= {"astronaut", "chelsea"}
     assert all((p[0].float() - p[2].float()).abs().mean() > 1 for _, p in photos)  # colour, not grey
     assert load_photos()[0][1].shape == (3, 224, 224)
+
+
+def test_normalise_per_channel_from_uint8_or_unit_floats():
+    """uint8 and the same images in [0, 1] units normalise alike; each channel uses its own mean and std, so the
+    normalised training set has mean 0 and std 1 per channel."""
+    images = torch.from_numpy(rng.integers(0, 256, (64, 3, 8, 8), dtype=np.uint8))
+    mean, std = data.ImageDataset(images, torch.zeros(64, dtype=torch.long), ["x"], "t").mean_std()
+    x = normalise(images, mean, std)
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    torch.testing.assert_close(x, normalise(images.float() / 255, mean, std))
+    torch.testing.assert_close(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std((0, 2, 3)), torch.ones(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalise(images[:, :1], [0.5], [0.25]), (images[:, :1] / 255 - 0.5) / 0.25)

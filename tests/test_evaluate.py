@@ -8,7 +8,7 @@ import torch
 
 from minijepa.data import load_dataset
 from minijepa.evaluate import (METRICS, evaluate_run, extract_features, knn_accuracy, linear_probe,
-                               low_shot_indices, main)
+                               low_shot_indices, main, noise_margin)
 from minijepa.train import CheckpointError, Config, train
 from minijepa.vit import ViT
 
@@ -139,3 +139,12 @@ def test_missing_checkpoint_says_how_to_fix_it(tmp_path):
         evaluate_run(tmp_path / "missing")
     with pytest.raises(SystemExit, match="error: no checkpoint at"):
         main([str(tmp_path / "missing")])
+
+
+def test_noise_margin_is_two_binomial_standard_errors():
+    """80 % on 10,000 test images: s.e. = sqrt(0.8 * 0.2 / 10000) = 0.004, so the margin is 0.008, whichever
+    accuracy comes first; four times the test images halve it."""
+    assert noise_margin(0.8, 0.7, 10_000) == pytest.approx(0.008)
+    assert noise_margin(0.7, 0.8, 10_000) == noise_margin(0.8, 0.7, 10_000)
+    assert noise_margin(0.8, 0.8, 40_000) == pytest.approx(0.004)
+    assert noise_margin(1.0, 1.0, 100) == 0.0
