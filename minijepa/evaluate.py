@@ -8,11 +8,17 @@ dataset, with no augmentation:
     knn                  k = 20 nearest neighbours, cosine similarity, votes weighted by exp(sim / 0.07)
     linear_10_per_class  the linear probe with 10 labels per class (low-shot)
     linear_1pct          the linear probe with 1% of the labels per class (the paper's ablation setting, Tables 6-7)
-The same architecture at random initialisation is evaluated identically: the baseline that pretraining must beat.
+Two baselines are read out identically: the same architecture at random initialisation (what pretraining must
+beat), and the raw pixels themselves, normalised like the encoder's input and flattened (what any encoder must beat;
+images larger than 32 x 32 are average-pooled to 32 x 32 first, so that the probe's whitening stays small).
+A run trained with a distractor (distractors.py) is read out on train and test images corrupted the same way, with a
+fixed seed, and also on the clean images (eval.json's "clean"). Without a run: `--raw-pixels DATA` reads out the
+raw pixels of a dataset alone.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,12 +27,25 @@ import torch
 import torch.nn.functional as F
 
 from .data import DatasetNotFoundError, ImageDataset, center_resize, load_dataset, normalise
+from .distractors import EVAL_SEED, Distractor, corrupt_images
 from .train import CheckpointError, Config, build_model, load_run, pick_device
 from .vit import ViT
 
 METRICS = ("linear", "knn", "linear_10_per_class", "linear_1pct")
-LABELS = {"ijepa": "I-JEPA", "random_init": "random init"}
+LABELS = {"ijepa": "I-JEPA", "random_init": "random init", "raw_pixels": "raw pixels"}
 PROBE = dict(epochs=100, weight_decay=1e-3, eps=1e-5)  # linear_probe defaults, also recorded in eval.json
+PIXELS_MAX_SIDE = 32  # raw-pixel features of larger images are average-pooled to this size
+
+
+@torch.no_grad()
+def pixel_features(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   max_side: int = PIXELS_MAX_SIDE) -> torch.Tensor:
+    """The raw-pixel baseline's features: uint8 or [0, 1] float images (N, C, H, W) -> normalised pixels, flattened,
+    (N, C * H * W); images larger than max_side are average-pooled down to at most max_side x max_side first."""
+    x = normalise(images, mean, std)  # (N, C, H, W)
+    if max(x.shape[-2:]) > max_side:
+        x = F.adaptive_avg_pool2d(x, max_side)
+    return x.flatten(1)
 
 
 @torch.no_grad()
@@ -134,6 +153,12 @@ def eval_splits(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
     return load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
 
 
+def corrupted_splits(splits: tuple[ImageDataset, ImageDataset], distractor: Distractor) -> tuple[ImageDataset, ...]:
+    """The evaluation splits with the distractor applied once, with its fixed seed (float images in [0, 1] units)."""
+    return tuple(dataclasses.replace(d, images=corrupt_images(d.images, distractor, split))
+                 for d, split in zip(splits, ("train", "test")))
+
+
 def evaluate_encoder(encoder: ViT, cfg: Config, norm: dict, layers: int = 1, k: int = 20, seed: int = 0,
                      batch_size: int = 512, device: torch.device | str | None = None,
                      splits: tuple[ImageDataset, ImageDataset] | None = None) -> dict:
@@ -141,14 +166,26 @@ def evaluate_encoder(encoder: ViT, cfg: Config, norm: dict, layers: int = 1, k: 
     train, test = splits or eval_splits(cfg)
     tr = extract_features(encoder, train.images, norm["mean"], norm["std"], layers, batch_size, device)  # (N, F)
     te = extract_features(encoder, test.images, norm["mean"], norm["std"], layers, batch_size, device)  # (M, F)
-    ytr, yte = train.labels, test.labels
+    return readouts(tr, train.labels, te, test.labels, k, seed)
+
+
+def evaluate_pixels(norm: dict, splits: tuple[ImageDataset, ImageDataset], k: int = 20, seed: int = 0) -> dict:
+    """The four read-outs of the raw-pixel baseline (`pixel_features`) on the given train and test splits."""
+    train, test = splits
+    tr, te = (pixel_features(d.images, norm["mean"], norm["std"]) for d in splits)
+    return readouts(tr, train.labels, te, test.labels, k, seed)
+
+
+def readouts(tr: torch.Tensor, ytr: torch.Tensor, te: torch.Tensor, yte: torch.Tensor, k: int = 20,
+             seed: int = 0) -> dict:
+    """Linear, kNN, 10-per-class and 1 % test accuracies of features tr (N, F) / te (M, F) with their labels."""
     ten = low_shot_indices(ytr, per_class=10, seed=seed)
     pct = low_shot_indices(ytr, fraction=0.01, seed=seed)
     return dict(linear=linear_probe(tr, ytr, te, yte, seed=seed),
                 knn=knn_accuracy(tr, ytr, te, yte, k=k),
                 linear_10_per_class=linear_probe(tr[ten], ytr[ten], te, yte, seed=seed, unlabeled_x=tr),
                 linear_1pct=linear_probe(tr[pct], ytr[pct], te, yte, seed=seed, unlabeled_x=tr),
-                feature_dim=tr.shape[1], n_train=len(tr), n_test=len(te))
+                feature_dim=tr.shape[1], n_train=len(tr), n_test=len(te), n_10_per_class=len(ten), n_1pct=len(pct))
 
 
 def eval_path(run_dir: str | Path, layers: int = 1, suffix: str = ".json") -> Path:
@@ -158,31 +195,54 @@ def eval_path(run_dir: str | Path, layers: int = 1, suffix: str = ".json") -> Pa
 
 def evaluate_run(run_dir: str | Path, layers: int = 1, baseline: bool = True, k: int = 20, seed: int = 0,
                  device: str = "auto", batch_size: int = 512) -> dict:
-    """Evaluate a run's target encoder (and, with `baseline`, the same ViT at its random initialisation: build_model
-    seeds with cfg.seed, so these are the very weights the run started from). Writes eval_path(run_dir, layers) and
-    its plot (eval.json / eval.png for the last layer)."""
+    """Evaluate a run's target encoder and, with `baseline`, the same ViT at its random initialisation (build_model
+    seeds with cfg.seed, so these are the very weights the run started from) and the raw pixels. A run trained with
+    a distractor is read out on corrupted images, and again on clean ones (result["clean"]). Writes
+    eval_path(run_dir, layers) and its plot (eval.json / eval.png for the last layer)."""
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, model, ckpt = load_run(run_dir, device)
     if layers > cfg.depth:  # fail before loading any data
         raise ValueError(f"cannot pool the last {layers} layers: the encoder has only {cfg.depth} blocks")
+    distractor = Distractor.parse(cfg.distractor)
     protocol = dict(encoder="target", pooling="average over patches", layers=layers, data=cfg.data,
                     splits=["train", "test"], knn=dict(k=k, temperature=0.07, center=True),
                     linear=dict(optimizer="L-BFGS, full batch", whitening="PCA, all train features", **PROBE),
-                    low_shot=dict(per_class=10, fraction=0.01), seed=seed)
-    args = dict(layers=layers, k=k, seed=seed, batch_size=batch_size, splits=eval_splits(cfg))
-    result = dict(run=str(run_dir), step=ckpt["step"], config=ckpt["config"], protocol=protocol,
-                  ijepa=evaluate_encoder(model.target_encoder, cfg, ckpt["norm"], **args))
-    if baseline:
-        random_init = build_model(cfg).to(device).target_encoder
-        result["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], **args)
+                    low_shot=dict(per_class=10, fraction=0.01), seed=seed,
+                    raw_pixels=f"normalised, flattened, average-pooled to at most {PIXELS_MAX_SIDE} px",
+                    distractor=None if distractor is None else dict(spec=str(distractor), seed=EVAL_SEED))
+    clean = eval_splits(cfg)
+    random_init = build_model(cfg).to(device).target_encoder if baseline else None
+
+    def read_out(splits: tuple[ImageDataset, ImageDataset]) -> dict:
+        args = dict(layers=layers, k=k, seed=seed, batch_size=batch_size, splits=splits)
+        out = dict(ijepa=evaluate_encoder(model.target_encoder, cfg, ckpt["norm"], **args))
+        if baseline:
+            out["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], **args)
+            out["raw_pixels"] = evaluate_pixels(ckpt["norm"], splits, k, seed)
+        return out
+
+    result = dict(run=str(run_dir), step=ckpt["step"], config=ckpt["config"], protocol=protocol)
+    result.update(read_out(clean if distractor is None else corrupted_splits(clean, distractor)))
+    if distractor is not None:
+        result["clean"] = read_out(clean)
     eval_path(run_dir, layers).write_text(json.dumps(result, indent=2) + "\n")
     plot_eval(result, eval_path(run_dir, layers, ".png"))
     return result
 
 
+def raw_pixel_baseline(data: str, distractor: str = "none", k: int = 20, seed: int = 0) -> dict:
+    """The raw-pixel read-outs of a dataset on its own (no run needed), normalised with the training split's
+    statistics as a run would be; with a distractor spec, on the corrupted splits (the evaluation's fixed seed)."""
+    clean = load_dataset(data, "train"), load_dataset(data, "test")
+    mean, std = clean[0].mean_std()
+    parsed = Distractor.parse(distractor)
+    return evaluate_pixels(dict(mean=mean, std=std), clean if parsed is None else corrupted_splits(clean, parsed),
+                           k, seed)
+
+
 def plot_eval(result: dict, out: str | Path) -> None:
-    """Grouped bars: test accuracy of each read-out, I-JEPA next to the random-init baseline."""
+    """Grouped bars: test accuracy of each read-out, I-JEPA next to the random-init and raw-pixel baselines."""
     names = [n for n in LABELS if n in result]
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     width = 0.8 / len(names)
@@ -208,12 +268,19 @@ def format_table(result: dict) -> str:
              f"{r['n_train']} train / {r['n_test']} test images",
              f"{'':22s}" + "".join(f"{LABELS[n]:>13s}" for n in names)]
     lines += [f"{m:22s}" + "".join(f"{result[n][m]:13.3f}" for n in names) for m in METRICS]
+    if "clean" in result:  # a distractor run: the rows above are on corrupted images, these on clean ones
+        lines[0] += f", distractor {result['protocol']['distractor']['spec']}"
+        lines += ["clean images:"] + [f"{m:22s}" + "".join(f"{result['clean'][n][m]:13.3f}" for n in names)
+                                      for m in METRICS]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?", help="a run directory (or use --raw-pixels DATA)")
+    p.add_argument("--raw-pixels", metavar="DATA", help="no run: read out the raw pixels of DATA (e.g. embedded, "
+                                                         "fashion-mnist) and print them")
+    p.add_argument("--distractor", default="none", help="with --raw-pixels: corrupt the splits first (noise:S, ...)")
     p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last block, or the last 4")
     p.add_argument("--device", default="auto", help="for feature extraction (auto = cuda > mps > cpu)")
     p.add_argument("--batch-size", type=int, default=512)
@@ -221,6 +288,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="low-shot subsets and probe initialisation")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
     args = p.parse_args(argv)
+    if (args.run_dir is None) == (args.raw_pixels is None):
+        p.error("give a run directory or --raw-pixels DATA (one of them)")
+    if args.raw_pixels:
+        try:
+            r = raw_pixel_baseline(args.raw_pixels, args.distractor, args.k, args.seed)
+        except (DatasetNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"raw pixels of {args.raw_pixels} ({r['feature_dim']} features, {r['n_train']} train / {r['n_test']} "
+              f"test images, distractor {args.distractor}):")
+        print("\n".join(f"{m:22s}{r[m]:13.3f}" for m in METRICS))
+        return
     try:
         result = evaluate_run(args.run_dir, args.layers, not args.no_baseline, args.k, args.seed, args.device,
                               args.batch_size)

@@ -12,6 +12,10 @@ One training step (see `forward`):
 
 followed, outside this module, by an optimiser step on the context encoder + predictor and `update_target(m)`.
 
+With `reg="vicreg"` or `"sigreg"` (regularisers.py) the loss adds `reg_weight` times an anti-collapse term on the
+context encoder's output, averaged over each image's kept patches (`reg_on="image"`) or taken per patch
+(`reg_on="patch"`); the default `"none"` is the paper's I-JEPA, whose only defence against collapse is its asymmetry.
+
 With `target="pixels"` the same masks and predictor regress per-patch-normalised pixels instead (MAE-style targets),
 which is the paper's Table 7 comparison; the EMA encoder is still kept (and evaluated) so both modes are measured
 identically.
@@ -25,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .predictor import Predictor
+from .regularisers import REGULARISERS, regulariser
 from .vit import ViT, gather_tokens, patchify
 
 
@@ -37,13 +42,17 @@ def pixel_targets(images: torch.Tensor, patch_size: int, eps: float = 1e-6) -> t
 class IJEPA(nn.Module):
     def __init__(self, encoder: ViT, predictor_dim: int = 384, predictor_depth: int = 6,
                  predictor_heads: int | None = None, target: str = "latent", loss: str = "l2",
-                 target_norm: bool = True):
+                 target_norm: bool = True, reg: str = "none", reg_weight: float = 0.0, reg_on: str = "image"):
         super().__init__()
         if target not in ("latent", "pixels"):
             raise ValueError(f"target must be 'latent' or 'pixels', got {target!r}")
         if loss not in ("l2", "smooth_l1"):
             raise ValueError(f"loss must be 'l2' or 'smooth_l1', got {loss!r}")
+        if reg not in REGULARISERS or reg_on not in ("image", "patch") or reg_weight < 0:
+            raise ValueError(f"reg must be one of {REGULARISERS} (got {reg!r}), reg_on 'image' or 'patch' (got "
+                             f"{reg_on!r}), reg_weight >= 0 (got {reg_weight})")
         self.target, self.loss, self.target_norm = target, loss, target_norm
+        self.reg, self.reg_weight, self.reg_on = reg, reg_weight, reg_on
         self.context_encoder = encoder
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         pixels_per_patch = encoder.patch_size ** 2 * encoder.in_chans
@@ -62,8 +71,10 @@ class IJEPA(nn.Module):
         h = self.target_encoder(images)  # (B, N, D): the whole image, no masking of the input
         return F.layer_norm(h, h.shape[-1:]) if self.target_norm else h  # §3: over the feature dim, no affine
 
-    def forward(self, images: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        """images (B, C, H, W); context (B, Kc); targets M x (B, Kt) patch indices -> scalar loss."""
+    def forward(self, images: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor],
+                parts: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+        """images (B, C, H, W); context (B, Kc); targets M x (B, Kt) patch indices -> scalar loss (with `parts`:
+        {"loss": total, "pred_loss": the prediction loss, "reg": the regulariser, unweighted})."""
         if len(targets) == 0:
             raise ValueError("need at least one target block")
         B = images.shape[0]
@@ -79,9 +90,13 @@ class IJEPA(nn.Module):
         target_idx = torch.cat(targets, dim=0)  # (M*B, Kt): block m of image b is row m*B + b
         pred = self.predictor(z.repeat(M, 1, 1), context.repeat(M, 1), target_idx)  # (M*B, Kt, D_out)
         y = gather_tokens(y.repeat(M, 1, 1), target_idx).to(pred.dtype)  # (M*B, Kt, D_out)
-        if self.loss == "smooth_l1":
-            return F.smooth_l1_loss(pred, y)
-        return F.mse_loss(pred, y)
+        pred_loss = F.smooth_l1_loss(pred, y) if self.loss == "smooth_l1" else F.mse_loss(pred, y)
+        if self.reg == "none":
+            return dict(loss=pred_loss, pred_loss=pred_loss, reg=torch.zeros_like(pred_loss)) if parts else pred_loss
+        emb = z.mean(1) if self.reg_on == "image" else z.flatten(0, 1)  # (B, D) or (B*Kc, D)
+        reg = regulariser(self.reg, emb.float())
+        loss = pred_loss + self.reg_weight * reg
+        return dict(loss=loss, pred_loss=pred_loss, reg=reg) if parts else loss
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

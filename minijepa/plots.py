@@ -23,7 +23,12 @@ def plot_metrics(metrics: str | Path | list[dict], out: str | Path | None = None
     rows = read_metrics(metrics) if isinstance(metrics, (str, Path)) else metrics
     step = [r["step"] for r in rows]
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.2))
-    ax[0].plot(step, [r["loss"] for r in rows], lw=0.8)
+    if "reg" in rows[0]:  # a regularised run: the prediction loss and the regulariser, each on its own
+        ax[0].plot(step, [r["pred_loss"] for r in rows], lw=0.8, label="prediction loss")
+        ax[0].plot(step, [r["reg"] for r in rows], lw=0.8, label="regulariser (unweighted)")
+        ax[0].legend(fontsize=8)
+    else:
+        ax[0].plot(step, [r["loss"] for r in rows], lw=0.8)
     ax[0].set(title="loss", xlabel="step", yscale="log")
     ax[1].plot(step, [r["lr"] for r in rows], label="lr")
     ax[1].set(title="learning rate / EMA momentum", xlabel="step")
@@ -85,5 +90,43 @@ def plot_masks(images: torch.Tensor | None, context: torch.Tensor, targets: list
     fig.tight_layout()
     if out is not None:
         fig.savefig(out, dpi=100)
+        plt.close(fig)
+    return fig
+
+DIAL_STYLE = {"latent": ("I-JEPA (latent targets)", "C0", "-", "o"), "pixels": ("pixel targets", "C1", "-", "s"),
+              "random_init": ("random init", "C7", "--", "^"), "raw_pixels": ("raw pixels", "C2", ":", "v")}
+DIAL_AXIS = {"noise": "noise std (pixel scale [0, 1])", "clutter": "background contrast"}
+
+
+def plot_dial(rows: list[dict], out: str | Path | None = None,
+              metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> plt.Figure:
+    """The distractor study's dial figure: one row of panels per distractor kind, one column per read-out; x = the
+    distractor's strength (0 = clean images, shared by both kinds), y = test accuracy on images corrupted the same
+    way; a line per encoder, the mean over seeds with the seeds' range as error bars. `rows`: study.dial_rows."""
+    kinds = [k for k in DIAL_AXIS if any(r["kind"] == k for r in rows)]
+    titles = {"knn": "kNN (k = 20)", "linear_10_per_class": "linear probe, 10 labels per class",
+              "linear": "linear probe, all labels", "linear_1pct": "linear probe, 1 % of labels"}
+    fig, axes = plt.subplots(len(kinds), len(metrics), figsize=(5.2 * len(metrics), 3.6 * len(kinds)),
+                             squeeze=False)
+    for ax_row, kind in zip(axes, kinds):
+        for ax, metric in zip(ax_row, metrics):
+            for encoder, (label, color, style, marker) in DIAL_STYLE.items():
+                points = sorted({r["strength"] for r in rows if r["encoder"] == encoder and r["kind"] in (kind, "none")})
+                if not points:
+                    continue
+                values = [[100 * r[metric] for r in rows if r["encoder"] == encoder and r["strength"] == x
+                           and r["kind"] in (kind, "none")] for x in points]
+                mean = [sum(v) / len(v) for v in values]
+                err = [[m - min(v) for m, v in zip(mean, values)], [max(v) - m for m, v in zip(mean, values)]]
+                seeds = max(len(v) for v in values)
+                ax.errorbar(points, mean, yerr=err, color=color, ls=style, marker=marker, ms=5, capsize=3,
+                            label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+            ax.set(xlabel=DIAL_AXIS[kind], ylabel="test accuracy (%)", title=f"{kind}: {titles[metric]}")
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=8, loc="best")
+    fig.suptitle("Turning up unpredictable pixel detail (error bars: range over seeds)", fontsize=11)
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=110)
         plt.close(fig)
     return fig

@@ -1,4 +1,4 @@
-"""The recipe study behind docs/results.md: `python -m minijepa.study {ablations,compare} [--out runs/study]`.
+"""The studies behind docs/results.md: `python -m minijepa.study {ablations,compare,distractors} [--out runs/study]`.
 
     ablations  the `demo` preset (embedded Fashion-MNIST subset), one knob changed at a time (target normalisation,
                EMA momentum, learning rate down and up, predictor depth and width, crop scale, batch size,
@@ -6,11 +6,18 @@
                (`--seed N`: the same rows with another seed; `--only SLUG,...`: train just those rows)
     compare    a preset (default `fashion-cpu`) with latent targets vs pixel targets vs random init, over seeds
                (`--layers 4`: read out the last 4 blocks instead of the last one; `--steps N`: a longer or shorter
-               schedule)
+               schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2)
+    distractors  latent vs pixel targets as unpredictable detail is turned up (distractors.py): i.i.d. noise and
+               photo clutter at three strengths each, and none, over seeds, on the `demo` preset; draws the dial
+               figure (OUT/distractors.png)
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
-and the command lines are printed, so any row can be reproduced by hand. Finished runs are skipped: an interrupted
-study continues where it stopped. The result is a markdown table, printed and written to OUT/<study>.md.
+and the command lines are printed, so any row can be reproduced by hand. Each finished run leaves a small record
+(its read-outs, final loss, collapse signals and their trace over the steps) in RECORD/<study>/<run>.json
+(`--record`, default docs/studies/, committed with the repo): runs with a record, or with a finished run directory,
+are never trained again, so an interrupted study continues where it stopped, on this machine or another.
+`--shard I/N` trains every N-th run only (two shards side by side, one CPU thread each); `--list` prints the runs
+and trains nothing. The result is a markdown table, printed and written to OUT/<study>.md.
 """
 from __future__ import annotations
 
@@ -22,8 +29,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .distractors import Distractor
 from .evaluate import METRICS, eval_path
-from .plots import read_metrics
+from .plots import plot_dial, read_metrics
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
     "baseline (demo preset)": {},
@@ -40,15 +48,35 @@ ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of
 }
 
 
+class Plan:
+    """Which runs this process may train: `table_only` trains none, `only` names a set of run slugs, `shard` (i, n)
+    takes every n-th run of the study, starting at the i-th. `listing` collects the runs instead of training."""
+
+    def __init__(self, table_only: bool = False, only: set[str] | None = None, shard: tuple[int, int] = (0, 1),
+                 record: Path | None = None, listing: list[str] | None = None):
+        self.table_only, self.only, self.shard, self.record, self.listing = table_only, only, shard, record, listing
+        self.count = 0
+
+    def may_train(self, slug: str) -> bool:
+        i, self.count = self.count, self.count + 1
+        if self.listing is not None:
+            self.listing.append(slug)
+            return False
+        return not self.table_only and (self.only is None or slug in self.only) and i % self.shard[1] == self.shard[0]
+
+
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
 
 def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool,
-                       table_only: bool = False, layers: int = 1) -> dict | None:
+                       table_only: bool = False, layers: int = 1, record: Path | None = None) -> dict | None:
     """Train (unless finished) and evaluate (unless done) one run; return its summary row. `layers` picks the
-    read-out (the last block, or the last 4). With `table_only`, nothing runs: an unfinished run gives None."""
+    read-out (the last block, or the last 4). A summary already in `record` (a JSON file) is returned as it is;
+    a new one is written there. With `table_only`, nothing runs: an unfinished run gives None."""
+    if record is not None and record.exists():
+        return json.loads(record.read_text())
     result_path = eval_path(out, layers)
     if table_only and not result_path.exists():
         return None
@@ -63,98 +91,384 @@ def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseli
     rows = read_metrics(out / "metrics.jsonl")
     logged = [r for r in rows if "img_per_s" in r]
     tail = rows[-max(1, len(rows) // 10):]  # final loss: mean over the last 10% of steps
-    return dict(result=result, loss=statistics.fmean(r["loss"] for r in tail), erank=logged[-1]["erank"],
-                feat_std=logged[-1]["feat_std"],
-                img_per_s=statistics.median(r["img_per_s"] for r in logged[1:] or logged),
-                peak_mem_mb=max(r.get("peak_mem_mb", 0.0) for r in logged))
+    summary = dict(result=result, loss=statistics.fmean(r["loss"] for r in tail),
+                   pred_loss=statistics.fmean(r.get("pred_loss", r["loss"]) for r in tail), erank=logged[-1]["erank"],
+                   feat_std=logged[-1]["feat_std"],
+                   img_per_s=statistics.median(r["img_per_s"] for r in logged[1:] or logged),
+                   peak_mem_mb=max(r.get("peak_mem_mb", 0.0) for r in logged),
+                   trace={k: [r.get(k) for r in logged] for k in ("step", "loss", "feat_std", "erank")})
+    if record is not None:  # atomic, like a checkpoint: a killed study never leaves half a record
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(record)
+    return summary
 
 
-def ablations(out: Path, table_only: bool = False, only: set[str] | None = None, seed: int = 0) -> str:
-    """Train and evaluate every ablation (or just the slugs in `only`; the table still lists all finished runs),
-    all with the given seed."""
-    slugs = {name: re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") for name in ABLATIONS}
-    if only is not None and only - set(slugs.values()):
-        raise ValueError(f"unknown ablation(s) {sorted(only - set(slugs.values()))}; "
+def pm(values: list[float]) -> str:
+    """Mean ± std over seeds, in %."""
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def headers(result: dict) -> list[str]:
+    """The read-outs' column names, with how many labels the low-shot probes had."""
+    r = result["ijepa"]
+    return ["linear", "kNN", f"10 / class ({r['n_10_per_class']} labels)" if "n_10_per_class" in r else "10 / class",
+            f"1 % ({r['n_1pct']} labels)" if "n_1pct" in r else "1 %"]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
+
+
+def record_path(record: Path | None, run_slug: str) -> Path | None:
+    return None if record is None else record / f"{run_slug}.json"
+
+
+def baseline_rows(result: dict, blanks: int) -> list[str]:
+    """Table rows of the baselines (random init, raw pixels) stored in one run's result."""
+    names = (("random init (same ViT)", "random_init"), ("raw pixels", "raw_pixels"))
+    return [f"| {label} | " + " | ".join(f"{100 * result[key][m]:.1f}" for m in METRICS) + " |" + " |" * blanks
+            for label, key in names if key in result]
+
+
+def ablations(out: Path, plan: Plan | None = None, seed: int = 0, record: Path | None = None) -> str:
+    """Train and evaluate every ablation that `plan` allows (the table lists every finished run), all with the
+    given seed."""
+    plan = plan or Plan()
+    slugs = {name: slug(name) for name in ABLATIONS}
+    if plan.only is not None and plan.only - set(slugs.values()):
+        raise ValueError(f"unknown ablation(s) {sorted(plan.only - set(slugs.values()))}; "
                          f"choose from {list(slugs.values())}")
-    lines = ["| variant | linear | kNN | 10 / class | 1 % | final loss | feature std | eff. rank | img/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    random_row = "| random init (same ViT) | not run yet |"
+    rows, first = [], None
     for i, (name, overrides) in enumerate(ABLATIONS.items()):
-        slug = slugs[name]
-        s = train_and_evaluate(out / slug, "demo", {**overrides, "seed": str(seed)}, baseline=i == 0,
-                               table_only=table_only or (only is not None and slug not in only))
+        s = train_and_evaluate(out / slugs[name], "demo", {**overrides, "seed": str(seed)}, baseline=i == 0,
+                               table_only=not plan.may_train(slugs[name]), record=record_path(record, slugs[name]))
         if s is None:
+            rows.append(f"| {name} | not run yet |")
+            continue
+        first = first or s
+        r = s["result"]["ijepa"]
+        rows.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" for m in METRICS) +
+                    f" | {s['loss']:.4f} | {s['feat_std']:.3f} | {s['erank']:.1f} | {s['img_per_s']:.0f} |")
+    if rows[0].endswith("not run yet |"):
+        base = ["| random init (same ViT) | not run yet |"]
+    else:
+        base = baseline_rows(first["result"], 4)
+    cols = headers(first["result"]) if first else headers({"ijepa": {}})
+    return "\n".join([f"| variant | {' | '.join(cols)} | final loss | feature std | eff. rank | img/s |",
+                      "|---|---|---|---|---|---|---|---|---|", *base, *rows])
+
+
+def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int | None = None,
+            loss: str = "l2", plan: Plan | None = None, record: Path | None = None) -> str:
+    """Latent vs pixel targets vs random init vs raw pixels on `preset` over `seeds`; `steps` replaces the preset's
+    schedule length (warm-up: the first 10% of it), `loss` the prediction loss."""
+    plan = plan or Plan()
+    overrides = {} if steps is None else {"steps": str(steps), "warmup_steps": str(steps // 10)}
+    if loss != "l2":
+        overrides["loss"] = loss
+    suffix = "" if layers == 1 else f"-{layers}layers"
+    runs = {}
+    for s in seeds:
+        for t in ("latent", "pixels"):
+            name = f"{preset}-{t}-seed{s}"
+            runs[t, s] = train_and_evaluate(out / name, preset, {"target": t, "seed": str(s), **overrides},
+                                            baseline=t == "latent", layers=layers, table_only=not plan.may_train(name),
+                                            record=record_path(record, name + suffix))
+    readout = ("" if steps is None else f", {steps} steps") + ("" if loss == "l2" else f", {loss} loss") + \
+        ("" if layers == 1 else f", last {layers} layers")
+    done = [r for r in runs.values() if r is not None]
+    cols = headers(done[0]["result"]) if done else headers({"ijepa": {}})
+    lines = [f"| {preset}, {len(seeds)} seed(s){readout} | {' | '.join(cols)} | img/s | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"), ("pixel targets", "pixels", "ijepa"),
+                              ("random init", "latent", "random_init"), ("raw pixels", "latent", "raw_pixels")):
+        per_seed = [runs[target, s] for s in seeds if runs[target, s] is not None]
+        if not per_seed or key not in per_seed[0]["result"]:
             lines.append(f"| {name} | not run yet |")
             continue
-        r = s["result"]["ijepa"]
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" for m in METRICS) +
-                     f" | {s['loss']:.4f} | {s['feat_std']:.3f} | {s['erank']:.1f} | {s['img_per_s']:.0f} |")
-        if i == 0:
-            base = s["result"]["random_init"]
-            random_row = "| random init (same ViT) | " + " | ".join(f"{100 * base[m]:.1f}" for m in METRICS) + \
-                " | | | | |"
-    return "\n".join([lines[0], lines[1], random_row, *lines[2:]])
-
-
-def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int | None = None) -> str:
-    """Latent vs pixel targets vs random init on `preset` over `seeds`; `steps` replaces the preset's schedule
-    length (warm-up: the first 10% of it)."""
-    schedule = {} if steps is None else {"steps": str(steps), "warmup_steps": str(steps // 10)}
-    runs = {(t, s): train_and_evaluate(out / f"{preset}-{t}-seed{s}", preset,
-                                       {"target": t, "seed": str(s), **schedule},
-                                       baseline=t == "latent", layers=layers)
-            for s in seeds for t in ("latent", "pixels")}
-
-    def cell(values: list[float]) -> str:
-        mean = 100 * statistics.fmean(values)
-        return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-    readout = ("" if steps is None else f", {steps} steps") + ("" if layers == 1 else f", last {layers} layers")
-    lines = [f"| {preset}, {len(seeds)} seed(s){readout} | linear | kNN | 10 / class | 1 % | img/s | peak memory (MB) |",
-             "|---|---|---|---|---|---|---|"]
-    for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"),
-                              ("pixel targets", "pixels", "ijepa"),
-                              ("random init", "latent", "random_init")):
-        per_seed = [runs[target, s] for s in seeds]
-        speed = "" if key == "random_init" else \
-            f"{statistics.fmean(r['img_per_s'] for r in per_seed):.0f} | " \
+        speed = " | " if key != "ijepa" else f"{statistics.fmean(r['img_per_s'] for r in per_seed):.0f} | " \
             f"{max(r['peak_mem_mb'] for r in per_seed):.0f}"
-        lines.append(f"| {name} | " + " | ".join(cell([r["result"][key][m] for r in per_seed]) for m in METRICS)
-                     + f" | {speed or ' | '} |")
+        seeds_note = "" if len(per_seed) == len(seeds) or key == "raw_pixels" else f" ({len(per_seed)} seed(s) so far)"
+        lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
+                                                          for m in METRICS) + f" | {speed} |")
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------- the distractor dial
+DIAL = {"noise": (0.1, 0.2, 0.4), "clutter": (0.25, 0.5, 1.0)}  # strengths of each kind (0: no distractor)
+ENCODERS = {"latent": "I-JEPA (latent targets)", "pixels": "pixel targets", "random_init": "random init",
+            "raw_pixels": "raw pixels"}
+
+
+def distractor_specs(kinds: tuple[str, ...] = tuple(DIAL)) -> list[str]:
+    unknown = [k for k in kinds if k not in DIAL]
+    if unknown:
+        raise ValueError(f"unknown distractor kind(s) {unknown}; choose from {list(DIAL)}")
+    return ["none"] + [f"{kind}:{s:g}" for kind in kinds for s in DIAL[kind]]
+
+
+def distractors(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan: Plan | None = None,
+                record: Path | None = None, kinds: tuple[str, ...] = tuple(DIAL)) -> str:
+    """Latent vs pixel targets, with every distractor of DIAL (or of `kinds`) and none, over seeds (seed-major: one
+    seed's whole dial first). The latent runs also read out the baselines (random init, raw pixels) on the same
+    corrupted images."""
+    plan = plan or Plan()
+    specs = distractor_specs(kinds)
+    summaries = []
+    for s in seeds:
+        for spec in specs:
+            for t in ("latent", "pixels"):
+                name = f"{preset}-{t}-{spec.replace(':', '')}-seed{s}"
+                summaries.append(train_and_evaluate(
+                    out / name, preset, {"target": t, "seed": str(s), "distractor": spec}, baseline=t == "latent",
+                    table_only=not plan.may_train(name), record=record_path(record, name)))
+    return dial_table(dial_rows([s for s in summaries if s is not None]))
+
+
+def load_records(folder: str | Path) -> list[dict]:
+    """Every run record of a study (RECORD/<study>/*.json), e.g. docs/studies/distractors."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def dial_rows(summaries: list[dict]) -> list[dict]:
+    """Flatten the distractor study's finished runs into one row per (distractor, encoder, seed): kind, strength,
+    encoder, seed, the read-outs on corrupted images, the clean ones, and the run's collapse signals. This is what
+    the table and the dial figure are drawn from."""
+    rows = []
+    for summary in summaries:
+        result, cfg = summary["result"], summary["result"]["config"]
+        d = Distractor.parse(cfg.get("distractor", "none"))
+        for key in ("ijepa", "random_init", "raw_pixels"):
+            if key not in result:
+                continue
+            encoder = cfg["target"] if key == "ijepa" else key
+            clean = result.get("clean", result)[key]
+            rows.append(dict(kind=d.kind if d else "none", strength=d.strength if d else 0.0, encoder=encoder,
+                             seed=cfg["seed"], **{m: result[key][m] for m in METRICS},
+                             **{f"clean_{m}": clean[m] for m in METRICS}, n_test=result[key]["n_test"],
+                             n_10_per_class=result[key].get("n_10_per_class"), n_1pct=result[key].get("n_1pct"),
+                             feat_std=summary["feat_std"] if key == "ijepa" else None,
+                             erank=summary["erank"] if key == "ijepa" else None))
+    return rows
+
+
+def dial_table(rows: list[dict]) -> str:
+    """One line per (distractor, encoder): mean ± std over the seeds that finished."""
+    n10 = next((r["n_10_per_class"] for r in rows if r["n_10_per_class"]), "?")
+    n1 = next((r["n_1pct"] for r in rows if r["n_1pct"]), "?")
+    lines = [f"| distractor | encoder | seeds | linear | kNN | 10 / class ({n10} labels) | 1 % ({n1} labels) | "
+             f"clean kNN | clean 10 / class | feature std | eff. rank |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    settings = sorted({(r["kind"], r["strength"]) for r in rows}, key=lambda ks: (ks[0] != "none", ks))
+    for kind, strength in settings:
+        for encoder, label in ENCODERS.items():
+            group = [r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, encoder)]
+            if not group:
+                continue
+            cells = [pm([r[m] for r in group]) for m in ("linear", "knn", "linear_10_per_class", "linear_1pct",
+                                                           "clean_knn", "clean_linear_10_per_class")]
+            collapse = ["", ""] if encoder not in ("latent", "pixels") else \
+                [f"{statistics.fmean(r['feat_std'] for r in group):.3f}",
+                 f"{statistics.fmean(r['erank'] for r in group):.1f}"]
+            spec = "none" if kind == "none" else f"{kind} {strength:g}"
+            lines.append(f"| {spec} | {label} | {','.join(str(r['seed']) for r in sorted(group, key=lambda r: r['seed']))} | "
+                         + " | ".join(cells + collapse) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- anti-collapse regularisers
+REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
+COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and heavy clutter
+    "predictor depth 2": {"predictor_depth": "2"},
+    "batch size 64": {"batch_size": "64"},
+    "lr 2e-3": {"lr": "2e-3", "start_lr": "4e-4"},
+    "clutter 1.0": {"distractor": "clutter:1"},
+}
+
+
+def sweep_score(summary: dict) -> float:
+    """How the sweep picks a regulariser's weight: the mean of kNN and the 10-per-class probe (one seed)."""
+    r = summary["result"]["ijepa"]
+    return (r["knn"] + r["linear_10_per_class"]) / 2
+
+
+def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None) -> str:
+    """A table row: the four read-outs as mean ± std over the finished runs, then (for trained encoders) the final
+    prediction loss, feature std and effective rank (means)."""
+    done = [s for s in summaries if s is not None]
+    if not done:
+        return f"| {label} | not run yet |"
+    note = "" if seeds is None or len(done) == seeds else f" ({len(done)} of {seeds} seeds so far)"
+    cells = [pm([s["result"][key][m] for s in done]) for m in METRICS]
+    if key == "ijepa":
+        cells += [f"{statistics.fmean(s.get('pred_loss', s['loss']) for s in done):.4f}",
+                  f"{statistics.fmean(s['feat_std'] for s in done):.3f}",
+                  f"{statistics.fmean(s['erank'] for s in done):.1f}"]
+    else:
+        cells += ["", "", ""]
+    return f"| {label}{note} | " + " | ".join(cells) + " |"
+
+
+def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None, seeds: list[int] = (0, 1)) -> str:
+    """VICReg and SIGReg on the context encoder's output, against plain I-JEPA (regularisers.py):
+    1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the best weight of each (by
+       `sweep_score`) goes on; the better of the two is also tried per patch, and without the EMA teacher
+       (target = the context encoder under stop-gradient: momentum 0);
+    2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
+    3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
+       and without it (seed 0; clutter: both seeds).
+    Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
+    trained there if missing. Steps 2-3 wait until the sweep has finished."""
+    plan = plan or Plan()
+    dial_out = out.parent / "distractors"
+    dial_record = None if record is None else record.parent / "distractors"
+
+    def go(name: str, preset: str, overrides: dict[str, str], baseline: bool = False, shared: bool = False):
+        where, rec = (dial_out, dial_record) if shared else (out, record)
+        return train_and_evaluate(where / name, preset, overrides, baseline=baseline,
+                                  table_only=not plan.may_train(name), record=record_path(rec, name))
+
+    def plain(target: str, seed: int, distractor: str = "none") -> dict | None:
+        return go(f"demo-{target}-{distractor.replace(':', '')}-seed{seed}", "demo",
+                  {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
+                  shared=True)
+
+    cols = "| {} | linear | kNN | 10 / class | 1 % | final prediction loss | feature std | eff. rank |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    # 1 · the sweep
+    base = {t: plain(t, 0) for t in ("latent", "pixels")}
+    sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
+             for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
+    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "", cols.format("demo, seed 0"), rule]
+    if base["latent"] is not None:
+        lines += [summary_row("random init", [base["latent"]], "random_init"),
+                  summary_row("raw pixels", [base["latent"]], "raw_pixels")]
+    lines += [summary_row("I-JEPA, no regulariser", [base["latent"]]), summary_row("pixel targets", [base["pixels"]])]
+    lines += [summary_row(f"{reg} {w:g}", [sweep[reg, w]]) for reg, w in sweep]
+    best = {}
+    for reg in ("vicreg", "sigreg"):
+        done = [(sweep_score(sweep[reg, w]), w) for w in REG_WEIGHTS if sweep[reg, w] is not None]
+        if len(done) == len(REG_WEIGHTS):
+            best[reg] = max(done)[1]
+    if len(best) < 2:
+        return "\n".join(lines + ["", "(the rest waits until the sweep has finished)"])
+    top = max(best, key=lambda reg: sweep_score(sweep[reg, best[reg]]))
+    flags = {"reg": top, "reg_weight": f"{best[top]:g}"}
+    variants = {f"{top} {best[top]:g}, per patch": go(f"demo-{top}-{best[top]:g}-patch-seed0", "demo",
+                                                       {**flags, "reg_on": "patch", "seed": "0"}),
+                f"{top} {best[top]:g}, no EMA (momentum 0)": go(f"demo-{top}-{best[top]:g}-noema-seed0", "demo",
+                                                                 {**flags, "momentum": "0", "final_momentum": "0",
+                                                                  "seed": "0"})}
+    lines += [summary_row(label, [s]) for label, s in variants.items()]
+    lines += ["", f"Best weight by the mean of kNN and the 10-per-class probe: " +
+              ", ".join(f"{reg} {w:g}" for reg, w in best.items()) + f"; the better of the two: {top}."]
+    # 2 · fashion-cpu
+    fashion = {reg: [go(f"fashion-cpu-{reg}-{best[reg]:g}-seed{s}", "fashion-cpu",
+                        {"reg": reg, "reg_weight": f"{best[reg]:g}", "seed": str(s)}, baseline=reg == top)
+                     for s in seeds] for reg in best}
+    compare_record = None if record is None else record.parent / "compare"
+    plain_fashion = {t: [train_and_evaluate(out.parent / "compare" / f"fashion-cpu-{t}-seed{s}", "fashion-cpu", {},
+                                            baseline=t == "latent", table_only=True,
+                                            record=record_path(compare_record, f"fashion-cpu-{t}-seed{s}"))
+                         for s in seeds] for t in ("latent", "pixels")}
+    lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
+              cols.format("fashion-cpu"), rule,
+              summary_row("random init", fashion[top], "random_init", len(seeds)),
+              summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
+              summary_row("I-JEPA, no regulariser", plain_fashion["latent"], seeds=len(seeds)),
+              summary_row("pixel targets", plain_fashion["pixels"], seeds=len(seeds))]
+    lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
+    # 3 · collapse-prone settings
+    lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
+              cols.format("setting"), rule]
+    for setting, overrides in COLLAPSE_PRONE.items():
+        key = slug(setting)
+        if "distractor" in overrides:
+            spec = overrides["distractor"]
+            without = [plain("latent", s, spec) for s in seeds]
+            pixels = [plain("pixels", s, spec) for s in seeds]
+        else:
+            without = [go(f"demo-{key}-none-seed0", "demo", {**overrides, "seed": "0"})]
+            pixels = []
+        with_reg = [go(f"demo-{key}-{top}-{best[top]:g}-seed{s}", "demo", {**overrides, **flags, "seed": str(s)})
+                    for s in seeds]
+        lines += [summary_row(f"{setting}, no regulariser", without),
+                  summary_row(f"{setting}, {top} {best[top]:g}", with_reg, seeds=len(seeds))]
+        if pixels:
+            lines.append(summary_row(f"{setting}, pixel targets", pixels))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("study", choices=["ablations", "compare"])
-    p.add_argument("--out", default="runs/study")
-    p.add_argument("--preset", default="fashion-cpu", help="compare: the preset to train")
-    p.add_argument("--seeds", default="0,1", help="compare: comma-separated seeds")
-    p.add_argument("--seed", type=int, default=0, help="ablations: the seed of every run (seed 0: OUT/ablations/, "
-                                                       "others: OUT/ablations-seedN/)")
+    p.add_argument("study", choices=["ablations", "compare", "distractors", "regularisers"])
+    p.add_argument("--out", default="runs/study", help="where the run directories go")
+    p.add_argument("--record", default="docs/studies", help="where finished runs' records, tables and figures go "
+                                                            "(committed; 'none': keep nothing there)")
+    p.add_argument("--preset", help="compare: the preset to train (default fashion-cpu); distractors: default demo")
+    p.add_argument("--seeds", default="0,1", help="compare, distractors: comma-separated seeds")
+    p.add_argument("--seed", type=int, default=0, help="ablations: the seed of every run (seed 0: ablations/, "
+                                                       "others: ablations-seedN/)")
     p.add_argument("--layers", type=int, default=1, choices=[1, 4],
                    help="compare: read out the last block or the last 4 (evaluates finished runs again)")
     p.add_argument("--steps", type=int, help="compare: train this many steps instead of the preset's "
-                                             "(runs in OUT/compare-Nsteps/)")
-    p.add_argument("--table-only", action="store_true", help="ablations: train nothing, tabulate the finished runs")
-    p.add_argument("--only", help="ablations: comma-separated run slugs to train, e.g. lr-3e-4,ema-0.999-1 "
-                                  "(two studies with disjoint --only lists can run side by side)")
+                                             "(runs in compare-Nsteps/)")
+    p.add_argument("--loss", default="l2", choices=["l2", "smooth_l1"], help="compare: the prediction loss "
+                                                                             "(smooth_l1: runs in compare-smooth_l1/)")
+    p.add_argument("--table-only", action="store_true", help="train nothing, tabulate the finished runs")
+    p.add_argument("--only", help="ablations: comma-separated run slugs to train, e.g. lr-3e-4,ema-0.999-1")
+    p.add_argument("--shard", default="0/1", help="I/N: train only every N-th run, starting at the I-th (two "
+                                                  "shards, 0/2 and 1/2, can run side by side)")
+    p.add_argument("--kinds", default=",".join(DIAL), help="distractors: comma-separated kinds to run")
+    p.add_argument("--list", action="store_true", help="print the study's runs and train nothing")
     args = p.parse_args(argv)
-    if args.study == "ablations":  # runs in OUT/ablations[-seedN]/, table in OUT/ablations[-seedN].md
+    try:
+        i, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"error: --shard {args.shard!r}: write I/N with 0 <= I < N, e.g. 0/2") from None
+    listing = [] if args.list else None
+    plan = Plan(args.table_only, set(args.only.split(",")) if args.only else None, (i, n), listing=listing)
+    if args.study == "ablations":
         name = "ablations" if args.seed == 0 else f"ablations-seed{args.seed}"
-        out = Path(args.out) / name
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            table = ablations(out, args.table_only, set(args.only.split(",")) if args.only else None, args.seed)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
-    else:  # runs in OUT/compare[-Nsteps]/, table in OUT/compare[-Nsteps][-4layers].md
-        runs_name = "compare" if args.steps is None else f"compare-{args.steps}steps"
+        runs_name = name
+    elif args.study == "compare":
+        runs_name = "compare" + ("" if args.steps is None else f"-{args.steps}steps") + \
+            ("" if args.loss == "l2" else f"-{args.loss}")
         name = runs_name if args.layers == 1 else f"{runs_name}-{args.layers}layers"
-        out = Path(args.out) / runs_name
-        out.mkdir(parents=True, exist_ok=True)
-        table = compare(out, args.preset, [int(s) for s in args.seeds.split(",")], args.layers, args.steps)
-    (out.parent / f"{name}.md").write_text(table + "\n")
+    else:
+        runs_name = name = args.study
+    out = Path(args.out) / runs_name
+    record = None if args.record == "none" else Path(args.record) / runs_name
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --seeds {args.seeds!r}: write comma-separated integers, e.g. 0,1") from None
+    try:
+        if args.study == "ablations":
+            table = ablations(out, plan, args.seed, record)
+        elif args.study == "compare":
+            table = compare(out, args.preset or "fashion-cpu", seeds, args.layers, args.steps, args.loss, plan, record)
+        elif args.study == "distractors":
+            table = distractors(out, args.preset or "demo", seeds, plan, record, tuple(args.kinds.split(",")))
+        else:
+            table = regularisers(out, plan, record, seeds)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if listing is not None:
+        print("\n".join(listing))
+        return
+    where = out.parent if record is None else record.parent
+    where.mkdir(parents=True, exist_ok=True)
+    (where / f"{name}.md").write_text(table + "\n")
+    if args.study == "distractors":
+        rows = dial_rows(load_records(record) if record is not None else [])
+        if rows:
+            plot_dial(rows, where / f"{name}.png")
     print(table)
 
 

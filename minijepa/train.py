@@ -3,7 +3,8 @@
 The whole loop is in `train()`, with no framework around it. Each step:
   1. a batch of images (kept in device memory), RandomResizedCrop as the only augmentation (paper App. A);
   2. fresh multi-block masks, drawn with a generator seeded by (seed, step, rank), so a resumed run replays
-     exactly the same crops and masks as an uninterrupted one;
+     exactly the same crops and masks as an uninterrupted one (and, with `--distractor`, the same noise or clutter
+     from distractors.py);
   3. loss = IJEPA(images, context, targets); AdamW step on context encoder + predictor; EMA update of the target.
 The run directory holds config.json, metrics.jsonl (one row per step), metrics.png and checkpoint.pt.
 Multi-GPU: `torchrun --nproc_per_node=N -m minijepa.train ...` (DDP; gloo on CPU, nccl on CUDA).
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from . import schedules
 from .data import load_dataset, normalise, random_resized_crop
+from .distractors import Distractor
 from .ijepa import IJEPA
 from .masks import Masker, make_masker
 from .vit import ViT
@@ -43,6 +45,7 @@ class Config:
     train_split: str = "train"  # stl10 pretrains on "unlabeled"
     img_size: int = 28
     crop_scale: tuple[float, float] = (0.3, 1.0)
+    distractor: str = "none"  # "noise:S" | "clutter:S": unpredictable detail in every image (distractors.py)
     # encoder (ViT) and predictor
     patch_size: int = 4
     dim: int = 192
@@ -54,6 +57,9 @@ class Config:
     target: str = "latent"  # or "pixels"
     loss: str = "l2"  # or "smooth_l1"
     target_norm: bool = True  # layer-norm latent targets / per-patch-normalise pixel targets (paper: yes)
+    reg: str = "none"  # anti-collapse term on the context encoder's output: none | vicreg | sigreg
+    reg_weight: float = 0.0
+    reg_on: str = "image"  # regularise each image's mean embedding, or every patch embedding ("patch")
     # masking
     masking: str = "multiblock"  # multiblock | random | block | rasterized
     n_targets: int = 4
@@ -135,7 +141,7 @@ def build_model(cfg: Config) -> IJEPA:
     in_chans = 1 if cfg.data in ("embedded", "fashion-mnist") else 3
     encoder = ViT(cfg.img_size, cfg.patch_size, in_chans, cfg.dim, cfg.depth, cfg.heads, embed_init=cfg.embed_init)
     return IJEPA(encoder, cfg.predictor_dim, cfg.predictor_depth, target=cfg.target, loss=cfg.loss,
-                 target_norm=cfg.target_norm)
+                 target_norm=cfg.target_norm, reg=cfg.reg, reg_weight=cfg.reg_weight, reg_on=cfg.reg_on)
 
 
 def build_masker(cfg: Config, grid_size: tuple[int, int]) -> Masker:
@@ -164,18 +170,21 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
 # ------------------------------------------------------------------------------------------------------- the step
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                context: torch.Tensor, targets: list[torch.Tensor], momentum: float, amp: bool = False,
-               clip_grad: float = 0.0, ema_model: IJEPA | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One I-JEPA step: loss, backward, AdamW, EMA. Returns (loss, grad norm) as device tensors (no host sync).
-    `model` may be a DDP/compiled wrapper; `ema_model` is then the plain IJEPA inside it."""
+               clip_grad: float = 0.0, ema_model: IJEPA | None = None,
+               parts: bool = False) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
+    """One I-JEPA step: loss, backward, AdamW, EMA. Returns (loss, grad norm) as device tensors (no host sync);
+    with `parts`, the loss is IJEPA's dict (loss, pred_loss, reg). `model` may be a DDP/compiled wrapper;
+    `ema_model` is then the plain IJEPA inside it."""
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = model(images, context, targets)
+        out = model(images, context, targets, parts=parts)
+    loss = out["loss"] if parts else out
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else math.inf)
     optimizer.step()
     (ema_model or model).update_target(momentum)
-    return loss.detach(), grad_norm
+    return ({k: v.detach() for k, v in out.items()} if parts else loss.detach()), grad_norm
 
 
 @torch.no_grad()
@@ -262,6 +271,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     local_batch, amp = cfg.batch_size // world, cfg.amp and device.type == "cuda"
 
+    distractor = Distractor.parse(cfg.distractor)  # a bad spec fails here, before any data is loaded
     data = load_dataset(cfg.data, cfg.train_split)
     mean, std = data.mean_std()
     images = data.images.to(device)  # (N, C, H, W) uint8: small datasets live on the device
@@ -300,7 +310,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     stop = {"signal": None}  # Ctrl-C / SIGTERM: finish the step, save, exit
     handler = lambda signum, frame: stop.update(signal=signum)  # noqa: E731
     old_handlers = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    pending: list[tuple[int, float, float, float, torch.Tensor, torch.Tensor]] = []
+    pending: list[tuple[int, float, float, float, dict[str, torch.Tensor], torch.Tensor]] = []
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
     t_flush, step = time.perf_counter(), start
 
@@ -308,7 +318,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         nonlocal t_flush
         if not pending:
             return
-        vals = torch.stack([torch.stack([loss, gn]) for *_, loss, gn in pending]).float()  # (n, 2)
+        vals = torch.stack([torch.stack([out["loss"], gn, out["pred_loss"], out["reg"]])
+                            for *_, out, gn in pending]).float()  # (n, 4)
         if distributed:
             dist.all_reduce(vals)
             vals /= world
@@ -324,6 +335,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             feat_std, erank = collapse_stats(model.target_encoder(x).mean(1))  # pooled target-encoder features
         rows = [dict(step=s, loss=v[0].item(), grad_norm=v[1].item(), lr=lr, wd=wd, momentum=m)
                 for (s, lr, wd, m, *_), v in zip(pending, vals)]
+        if cfg.reg != "none":  # the two parts of the loss, logged separately
+            for r, v in zip(rows, vals):
+                r.update(pred_loss=v[2].item(), reg=v[3].item())
         rows[-1].update(img_per_s=img_s, feat_std=feat_std, erank=erank, peak_mem_mb=peak_memory_mb(device))
         if rank == 0:
             with metrics_path.open("a") as f:
@@ -345,15 +359,20 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             g = step_generator(cfg.seed, step, rank)
             idx = batch_indices(len(images), cfg.batch_size, cfg.seed, step)[rank::world]
             x = random_resized_crop(images[idx.to(device)], cfg.img_size, scale=cfg.crop_scale, generator=g)
-            x = normalise(x, norm_mean, norm_std)  # (B, C, H, W)
             context, targets = masker.sample(local_batch, g)
             context, targets = context.to(device), [t.to(device) for t in targets]
+            if distractor is not None:  # drawn after the masks: with and without it, crops and masks are the same
+                x = distractor(x, g)
+            x = normalise(x, norm_mean, norm_std)  # (B, C, H, W)
+            if cfg.reg == "sigreg":  # its random directions come from torch's generator: seed it from this step
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
             lr = schedules.learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.start_lr, cfg.final_lr)
             wd = schedules.weight_decay(step, cfg.steps, cfg.wd, cfg.final_wd)
             m = schedules.ema_momentum(step, cfg.steps, cfg.momentum, cfg.final_momentum)
             schedules.set_optimizer(optimizer, lr, wd)
-            loss, grad_norm = train_step(net, optimizer, x, context, targets, m, amp, cfg.clip_grad, model)
-            pending.append((step, lr, wd, m, loss, grad_norm))
+            losses, grad_norm = train_step(net, optimizer, x, context, targets, m, amp, cfg.clip_grad, model,
+                                           parts=True)
+            pending.append((step, lr, wd, m, losses, grad_norm))
             step += 1  # `step` now counts completed steps
             if step % cfg.ckpt_every == 0 or step == cfg.steps or stop["signal"] is not None:
                 checkpoint()

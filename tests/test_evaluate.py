@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from minijepa.data import load_dataset
+from minijepa.data import normalise
 from minijepa.evaluate import (METRICS, evaluate_run, extract_features, knn_accuracy, linear_probe,
-                               low_shot_indices, main, noise_margin)
+                               low_shot_indices, main, noise_margin, pixel_features, raw_pixel_baseline)
 from minijepa.train import CheckpointError, Config, train
 from minijepa.vit import ViT
 
@@ -105,7 +106,7 @@ def test_evaluate_run_end_to_end(tiny_run):
     result = evaluate_run(tiny_run)
     saved = json.loads((tiny_run / "eval.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert set(saved) == {"run", "step", "config", "protocol", "ijepa", "random_init"}
+    assert set(saved) == {"run", "step", "config", "protocol", "ijepa", "random_init", "raw_pixels"}
     assert saved["step"] == 4 and saved["config"]["dim"] == 32 and saved["protocol"]["layers"] == 1
     n_train, n_test = len(load_dataset("embedded", "train")), len(load_dataset("embedded", "test"))
     for name in ("ijepa", "random_init"):
@@ -113,6 +114,22 @@ def test_evaluate_run_end_to_end(tiny_run):
         assert saved[name]["linear"] > 0.3  # far above chance (0.1) even for a barely trained 2-block ViT
         assert (saved[name]["feature_dim"], saved[name]["n_train"], saved[name]["n_test"]) == (32, n_train, n_test)
     assert (tiny_run / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved["raw_pixels"]["feature_dim"] == 28 * 28  # the raw-pixel baseline: every pixel a feature
+    assert (saved["ijepa"]["n_10_per_class"], saved["ijepa"]["n_1pct"]) == (100, n_train // 100)
+
+
+def test_raw_pixel_baseline_is_a_direct_computation_on_normalised_pixels(tiny_run):
+    """The eval.json row equals the read-outs computed by hand on the flattened, normalised images."""
+    saved = json.loads((tiny_run / "eval.json").read_text())["raw_pixels"]
+    train_split, test_split = load_dataset("embedded", "train"), load_dataset("embedded", "test")
+    mean, std = train_split.mean_std()
+    tr, te = (normalise(d.images, mean, std).flatten(1) for d in (train_split, test_split))
+    assert torch.equal(pixel_features(train_split.images, mean, std), tr)
+    assert saved["knn"] == knn_accuracy(tr, train_split.labels, te, test_split.labels)
+    assert saved["linear"] == linear_probe(tr, train_split.labels, te, test_split.labels)
+    assert raw_pixel_baseline("embedded") == saved  # the same numbers without a run
+    big = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
+    assert pixel_features(big, torch.zeros(3), torch.ones(3)).shape == (2, 3 * 32 * 32)  # large images: pooled
 
 
 def test_multi_layer_readout_is_written_beside_the_last_layer_one(tiny_run):

@@ -8,14 +8,20 @@ import pytest
 
 from minijepa import study
 from minijepa.evaluate import METRICS
+from minijepa.plots import plot_dial
 
 
-def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: float) -> None:
+def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: float, config: dict | None = None,
+             clean: float | None = None) -> None:
     """A finished run directory as train + evaluate leave it (only the fields the study reads)."""
     path.mkdir(parents=True)
-    result = {"ijepa": {m: acc for m in METRICS}}
+    counts = dict(n_test=1000, n_10_per_class=100, n_1pct=60)
+    result = {"ijepa": {**{m: acc for m in METRICS}, **counts}, "config": config or {}}
     if baseline is not None:
-        result["random_init"] = {m: baseline for m in METRICS}
+        result["random_init"] = {**{m: baseline for m in METRICS}, **counts}
+        result["raw_pixels"] = {**{m: baseline + 0.1 for m in METRICS}, **counts}
+    if clean is not None:
+        result["clean"] = {k: {**v, **{m: clean for m in METRICS}} for k, v in result.items() if k != "config"}
     (path / "eval.json").write_text(json.dumps(result))
     rows = [{"step": s, "loss": 1.0 / (s + 1)} for s in range(20)]
     rows[9].update(img_per_s=1.0, erank=9.0, feat_std=0.5, peak_mem_mb=mem / 2)  # the first window (warm-up) is ignored
@@ -35,6 +41,24 @@ def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
     assert table[2].endswith("| 110 | 600 |")
     assert table[3].startswith("| pixel targets | 76.0 ± 1.4")
     assert table[4].startswith("| random init | 71.0 ± 1.4")
+    assert table[5].startswith("| raw pixels | 81.0 ± 1.4")
+    assert "10 / class (100 labels) | 1 % (60 labels)" in table[0]  # the low-shot probes say how many labels
+
+
+def test_finished_runs_leave_records_that_replace_them(tmp_path, monkeypatch):
+    """A record holds all the table needs: with the run directories gone, nothing is trained again."""
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    out, record = tmp_path / "compare", tmp_path / "record"
+    for t, acc in (("latent", 0.8), ("pixels", 0.7)):
+        fake_run(out / f"p-{t}-seed0", acc, 0.6 if t == "latent" else None, 100.0, 500.0)
+    first = study.compare(out, "p", [0], record=record)
+    assert sorted(p.name for p in record.iterdir()) == ["p-latent-seed0.json", "p-pixels-seed0.json"]
+    summary = json.loads((record / "p-latent-seed0.json").read_text())
+    assert summary["trace"]["step"] == [9, 19] and summary["trace"]["feat_std"] == [0.5, 0.125]
+    for run_dir in out.iterdir():
+        for f in run_dir.iterdir():
+            f.unlink()
+    assert study.compare(out, "p", [0], record=record) == first
 
 
 def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
@@ -43,16 +67,16 @@ def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
     fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
     fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
     table = study.ablations(tmp_path).splitlines()
-    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| baseline (demo preset)",
-                                                          "| lr 3e-4"]
-    assert table[4].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[4].endswith("| 0.125 | 5.0 | 100 |")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| raw pixels",
+                                                          "| baseline (demo preset)", "| lr 3e-4"]
+    assert table[5].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[5].endswith("| 0.125 | 5.0 | 100 |")
 
 
 def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"--table-only started a run: {cmd}"))
     monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
     fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
-    table = study.ablations(tmp_path, table_only=True).splitlines()
+    table = study.ablations(tmp_path, study.Plan(table_only=True)).splitlines()
     assert table[2:4] == ["| random init (same ViT) | not run yet |", "| baseline (demo preset) | not run yet |"]
     assert table[4].startswith("| lr 3e-4 | 85.0")
 
@@ -71,13 +95,13 @@ def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_
     monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"},
                                              "EMA 0.999 -> 1": {"momentum": "0.999"}})
     fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
-    table = study.ablations(tmp_path, only={"ema-0.999-1"}, seed=1).splitlines()
+    table = study.ablations(tmp_path, study.Plan(only={"ema-0.999-1"}), seed=1).splitlines()
     assert started == ["minijepa.train", "minijepa.evaluate"]  # one run: not the baseline (done), not lr (unlisted)
-    assert table[4] == "| lr 3e-4 | not run yet |" and table[5].startswith("| EMA 0.999 -> 1 | 90.0")
+    assert table[5] == "| lr 3e-4 | not run yet |" and table[6].startswith("| EMA 0.999 -> 1 | 90.0")
     with pytest.raises(ValueError, match="unknown ablation"):
-        study.ablations(tmp_path, only={"ema-0.99"})
+        study.ablations(tmp_path, study.Plan(only={"ema-0.99"}))
     with pytest.raises(SystemExit, match="error: unknown ablation.*choose from"):
-        study.main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99"])
+        study.main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99", "--record", "none"])
 
 
 def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path, monkeypatch):
@@ -90,10 +114,77 @@ def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path,
             fake_run(Path(cmd[3]), 0.9, 0.5 if "--no-baseline" not in cmd else None, 100.0, 500.0)
 
     monkeypatch.setattr(study, "run", fake_subprocess)
-    study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--steps", "2400"])
+    study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--steps", "2400", "--record", "none"])
     assert [c[c.index("--out") + 1] for c in trained] == [
         str(tmp_path / "compare-2400steps" / f"fashion-cpu-{t}-seed3") for t in ("latent", "pixels")]
     assert all({"--steps=2400", "--warmup-steps=240", "--seed=3"} <= set(c) for c in trained)
     table = (tmp_path / "compare-2400steps.md").read_text().splitlines()
     assert table[0].startswith("| fashion-cpu, 1 seed(s), 2400 steps | linear")
     assert table[2].startswith("| I-JEPA (latent targets) | 90.0") and table[4].startswith("| random init | 50.0")
+
+
+def test_distractor_study_lists_its_runs_shards_them_and_refuses_unknown_kinds(tmp_path, capsys):
+    study.main(["distractors", "--list", "--out", str(tmp_path), "--record", "none"])
+    runs = capsys.readouterr().out.split()
+    assert len(runs) == 2 * 2 * (1 + 3 + 3)  # 2 seeds x 2 targets x (none + 3 noise + 3 clutter strengths)
+    assert runs[:4] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-latent-noise0.1-seed0",
+                        "demo-pixels-noise0.1-seed0"]  # seed-major: the first seed's whole dial comes first
+    shards = []
+    for i in (0, 1):
+        plan = study.Plan(shard=(i, 2))
+        shards.append({name for name in runs if plan.may_train(name)})
+    assert shards[0] | shards[1] == set(runs) and not shards[0] & shards[1]  # two shards split the runs
+    with pytest.raises(SystemExit, match="error: unknown distractor kind.*blur"):
+        study.main(["distractors", "--kinds", "noise,blur", "--out", str(tmp_path), "--record", "none"])
+    with pytest.raises(SystemExit, match="error: --shard"):
+        study.main(["distractors", "--shard", "2/2", "--out", str(tmp_path), "--record", "none"])
+
+
+def test_distractor_table_and_dial_rows_come_from_the_finished_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(study, "DIAL", {"noise": (0.2,), "clutter": ()})
+    out = tmp_path / "distractors"
+    for s in (0, 1):
+        for spec, acc in (("none", 0.6), ("noise:0.2", 0.5)):
+            for t in ("latent", "pixels"):
+                fake_run(out / f"demo-{t}-{spec.replace(':', '')}-seed{s}", acc + (t == "latent") * 0.1 + s * 0.02,
+                         0.3 if t == "latent" else None, 100.0, 500.0, {"target": t, "seed": s, "distractor": spec},
+                         clean=0.65 if spec != "none" else None)
+    table = study.distractors(out, "demo", [0, 1], kinds=("noise",)).splitlines()
+    assert table[0].startswith("| distractor | encoder | seeds | linear | kNN | 10 / class (100 labels)")
+    assert table[2].startswith("| none | I-JEPA (latent targets) | 0,1 | 71.0 ± 1.4")
+    assert table[6].startswith("| noise 0.2 | I-JEPA (latent targets) | 0,1 | 61.0 ± 1.4")
+    assert "| 65.0 ± 0.0 | 65.0 ± 0.0 |" in table[6]  # the clean read-outs of a distractor run
+    assert table[9].startswith("| noise 0.2 | raw pixels | 0,1 | 40.0 ± 0.0")
+    summaries = [{"result": json.loads((run_dir / "eval.json").read_text()), "feat_std": 0.1, "erank": 3.0}
+                 for run_dir in sorted(out.iterdir())]
+    rows = study.dial_rows(summaries)
+    assert len(rows) == 2 * 2 * (2 + 2)  # seeds x settings x (2 trained encoders + 2 baselines)
+    assert {(r["kind"], r["strength"], r["encoder"]) for r in rows} >= {("noise", 0.2, "latent"), ("none", 0.0, "raw_pixels")}
+    figure = tmp_path / "dial.png"
+    plot_dial(rows, figure)
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path, monkeypatch, capsys):
+    started = []
+
+    def fake_subprocess(cmd: list[str]) -> None:
+        if cmd[2] == "minijepa.evaluate":
+            name = Path(cmd[3]).name
+            acc = {"demo-sigreg-0.1-seed0": 0.7, "demo-vicreg-1-seed0": 0.65}.get(name, 0.5)
+            fake_run(Path(cmd[3]), acc, 0.3, 100.0, 500.0, {"target": "latent", "seed": 0})
+        else:
+            started.append(cmd[cmd.index("--out") + 1].split("/")[-1])
+
+    monkeypatch.setattr(study, "run", fake_subprocess)
+    table = study.regularisers(tmp_path / "regularisers", study.Plan(only=set()))  # nothing may train yet
+    assert table.endswith("(the rest waits until the sweep has finished)") and not started
+    study.regularisers(tmp_path / "regularisers")
+    assert started[:8] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-vicreg-0.01-seed0",
+                           "demo-vicreg-0.1-seed0", "demo-vicreg-1-seed0", "demo-sigreg-0.01-seed0",
+                           "demo-sigreg-0.1-seed0", "demo-sigreg-1-seed0"]
+    assert started[8:10] == ["demo-sigreg-0.1-patch-seed0", "demo-sigreg-0.1-noema-seed0"]  # the better one
+    assert "fashion-cpu-vicreg-1-seed1" in started and "fashion-cpu-sigreg-0.1-seed0" in started
+    assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "demo-predictor-depth-2-none-seed0" in started
+    assert (tmp_path / "distractors" / "demo-latent-none-seed0").is_dir()  # shared with the distractor study
