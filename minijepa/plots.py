@@ -6,11 +6,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # without a display matplotlib falls back to Agg by itself
 import torch
-from matplotlib.colors import ListedColormap
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgb
+from matplotlib.patches import Circle, FancyBboxPatch, Patch
+from matplotlib.patheffects import withStroke
 
-from .masks import mask_grid
+from .masks import indices_to_mask
 
-# 0 = unused, 1 = context, 2.. = target blocks
+# 0 = unused, 1 = context, 2.. = target blocks (up to 7)
 MASK_COLORS = ["#ffffff", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 
 
@@ -59,39 +62,165 @@ def show_image(ax: plt.Axes, image: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
+def block_outline(mask: torch.Tensor) -> list[list[tuple[float, float]]]:
+    """The border of the True cells of an (H, W) boolean mask, as line segments in patch units (cell (r, c) spans
+    x in c +- 0.5, y in r +- 0.5, as `imshow` draws it)."""
+    H, W = mask.shape
+    segments = []
+    for r, c in mask.nonzero().tolist():
+        x0, x1, y0, y1 = c - 0.5, c + 0.5, r - 0.5, r + 0.5
+        for (dr, dc), edge in [((-1, 0), [(x0, y0), (x1, y0)]), ((1, 0), [(x0, y1), (x1, y1)]),
+                               ((0, -1), [(x0, y0), (x0, y1)]), ((0, 1), [(x1, y0), (x1, y1)])]:
+            if not (0 <= r + dr < H and 0 <= c + dc < W and mask[r + dr, c + dc]):
+                segments.append(edge)
+    return segments
+
+
 def draw_masks(ax: plt.Axes, image: torch.Tensor | None, context: torch.Tensor, targets: list[torch.Tensor],
-               grid_size: tuple[int, int], alpha: float = 0.55) -> None:
-    """One image with its context (blue) and target blocks (other colours) painted over it; context and targets
-    are index vectors (K,) for this image. Without an image, the mask grid alone."""
-    labels = mask_grid(context[None], [t[None] for t in targets], grid_size)[0]  # (H, W)
-    cmap = ListedColormap(MASK_COLORS[:2 + len(targets)])
-    extent = None
+               grid_size: tuple[int, int], alpha: float = 0.3) -> None:
+    """One image with its masks (paper Fig. 4): context patches tinted blue, patches in neither the context nor a
+    target washed out white, each target block filled (`alpha`) and outlined in its own colour (MASK_COLORS), so
+    overlapping blocks stay visible. context and targets are index vectors (K,) for this image; without an image,
+    the bare grid. `mask_legend` explains the colours."""
+    H, W = grid_size
+    extent = (-0.5, W - 0.5, H - 0.5, -0.5)  # one unit per patch
     if image is not None:
         show_image(ax, image)
-        extent = (-0.5, image.shape[-1] - 0.5, image.shape[-2] - 0.5, -0.5)
-    overlay = torch.where(labels == 0, float("nan"), labels.float()) if image is not None else labels.float()
-    ax.imshow(overlay.numpy(), cmap=cmap, vmin=0, vmax=1 + len(targets), alpha=alpha if image is not None else 1.0,
-              extent=extent, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+        ax.images[-1].set_extent(extent)
+    else:
+        ax.set_xticks(torch.arange(W + 1).sub(0.5).tolist(), minor=True)
+        ax.set_yticks(torch.arange(H + 1).sub(0.5).tolist(), minor=True)
+        ax.grid(which="minor", color="0.85", lw=0.5)
+        ax.tick_params(which="minor", length=0)
+
+    def as_grid(index: torch.Tensor) -> torch.Tensor:  # (K,) patch indices -> (H, W) bool
+        return indices_to_mask(index[None].cpu(), H * W)[0].view(H, W)
+
+    context_mask, target_masks = as_grid(context), [as_grid(t) for t in targets]
+    unused = ~context_mask
+    for mask in target_masks:
+        unused &= ~mask
+    layer = torch.zeros(H, W, 4)  # RGBA over the image: washed-out unused patches, blue-tinted context
+    layer[unused] = torch.tensor([1.0, 1.0, 1.0, 0.75 if image is not None else 0.0])
+    layer[context_mask] = torch.tensor([*to_rgb(MASK_COLORS[1]), 0.45 if image is not None else 0.7])
+    ax.imshow(layer.numpy(), extent=extent, interpolation="nearest")
+    for i, mask in enumerate(target_masks):
+        color = MASK_COLORS[2 + i % 7]
+        fill = torch.zeros(H, W, 4)
+        fill[mask] = torch.tensor([*to_rgb(color), alpha if image is not None else 0.5])
+        ax.imshow(fill.numpy(), extent=extent, interpolation="nearest")
+        ax.add_collection(LineCollection(block_outline(mask), colors=color, linewidths=2,
+                                         path_effects=[withStroke(linewidth=3.5, foreground="white")]))
+    ax.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5), xticks=[], yticks=[])
+
+
+def mask_legend(where: plt.Figure | plt.Axes, n_targets: int, fontsize: float = 9) -> None:
+    """A legend for `draw_masks`' colours. On a Figure (made with layout="constrained") it goes below the panels;
+    on an Axes, to its right."""
+    handles = [Patch(fc=MASK_COLORS[1], alpha=0.6, label="context (seen)"),
+               Patch(fc="white", ec="0.6", label="not used")]
+    handles += [Patch(fc=MASK_COLORS[2 + i % 7], alpha=0.5, ec=MASK_COLORS[2 + i % 7], lw=2, label=f"target {i + 1}")
+                for i in range(n_targets)]
+    if isinstance(where, plt.Axes):
+        where.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=fontsize, frameon=False)
+    else:  # one row if the figure is wide enough, else two
+        ncol = len(handles) if where.get_figwidth() >= 1.3 * len(handles) else (len(handles) + 1) // 2
+        where.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=fontsize, frameon=False,
+                     handlelength=1.5, columnspacing=1.2)
 
 
 def plot_masks(images: torch.Tensor | None, context: torch.Tensor, targets: list[torch.Tensor],
-               grid_size: tuple[int, int], n: int = 4, out: str | Path | None = None,
-               title: str | None = None) -> plt.Figure:
-    """The first n images of a batch with their masks (one row: image, then context + targets)."""
+               grid_size: tuple[int, int], n: int = 3, out: str | Path | None = None,
+               title: str | None = None, dpi: float = 100) -> plt.Figure:
+    """The first n images of a batch with their masks, in one row, with a colour legend. Block sizes are shared by
+    the batch, so the title gives them once."""
     n = min(n, context.shape[0])
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.9), squeeze=False, dpi=dpi, layout="constrained")
     for i, ax in enumerate(axes[0]):
         draw_masks(ax, None if images is None else images[i], context[i], [t[i] for t in targets], grid_size)
-        ax.set_title(f"context {context.shape[1]}, targets {len(targets)}x{targets[0].shape[1]}", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    sizes = f"context {context.shape[1]} patches, {len(targets)} target block(s) of {targets[0].shape[1]}"
+    fig.suptitle(f"{title}\n{sizes}" if title else sizes, fontsize=10)
+    mask_legend(fig, len(targets))
     if out is not None:
-        fig.savefig(out, dpi=100)
+        fig.savefig(out, dpi=dpi)
         plt.close(fig)
     return fig
+
+
+ARCHITECTURE_COLORS = dict(input="#e8e8e8", encoder=MASK_COLORS[1], target="#8c8c8c", predictor=MASK_COLORS[2],
+                           decoder=MASK_COLORS[4], energy=MASK_COLORS[3])
+
+
+def _box(ax: plt.Axes, xy: tuple[float, float], text: str, kind: str, w: float = 2.8, h: float = 1.1) -> None:
+    x, y = xy  # a rounded box centred at xy; dark boxes get white text
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.08,rounding_size=0.25",
+                                fc=ARCHITECTURE_COLORS[kind], ec="black", lw=1.2))
+    ax.text(x, y, text, ha="center", va="center", fontsize=10, color="black" if kind == "input" else "white")
+
+
+def _arrow(ax: plt.Axes, a: tuple[float, float], b: tuple[float, float], label: str | None = None, side: int = 1,
+           dashed: bool = False) -> None:
+    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", lw=1.4, color="black", shrinkA=0, shrinkB=0,
+                                                     linestyle="--" if dashed else "-"))
+    if label:  # beside the arrow's middle, on the left (side=-1) or the right
+        ax.text((a[0] + b[0]) / 2 + 0.25 * side, (a[1] + b[1]) / 2, label, ha="left" if side > 0 else "right",
+                va="center", fontsize=11)
+
+
+def _latent_z(ax: plt.Axes, xy: tuple[float, float], r: float = 0.42) -> None:
+    ax.add_patch(Circle(xy, r, fc="white", ec="black", lw=1.2))
+    ax.text(*xy, "$z$", ha="center", va="center", fontsize=11)
+
+
+def draw_architecture(ax: plt.Axes, kind: str) -> None:
+    """One energy function E(x, y) drawn bottom-up (inputs, networks, the distance D on top): the paper's Fig. 2
+    ("jea", "generative", "jepa") and I-JEPA itself after Fig. 3 ("ijepa")."""
+    ax.set(xlim=(0, 10), ylim=(0, 10.4))
+    ax.axis("off")
+    L, R = 2.6, 7.4  # left column (the x side), right column (the y side)
+    if kind == "ijepa":
+        _box(ax, (L, 0.9), "context block $x$", "input", w=3.0)
+        _box(ax, (R, 0.9), "whole image", "input", w=3.0)
+        _box(ax, (L, 3.4), "context encoder\n(ViT, trained)", "encoder", w=3.2, h=1.3)
+        _box(ax, (R, 3.4), "target encoder\n(EMA, no gradient)", "target", w=3.2, h=1.3)
+        _box(ax, (R, 6.0), "keep target\nblocks", "input", w=2.6)
+        _box(ax, (L, 6.0), "predictor\n(narrow ViT)", "predictor", w=3.2, h=1.3)
+        _box(ax, (5, 9.0), r"$\frac{1}{M}\sum_i \|\hat s_{y}(i) - s_{y}(i)\|_2^2$", "energy", w=4.4, h=1.2)
+        _arrow(ax, (L, 1.5), (L, 2.75))
+        _arrow(ax, (R, 1.5), (R, 2.75))
+        _arrow(ax, (L, 4.05), (L, 5.35), "$s_x$", side=-1)
+        _arrow(ax, (R, 4.05), (R, 5.45), "all patches")
+        _arrow(ax, (L, 6.65), (3.9, 8.4), r"$\hat s_y$", side=-1)
+        _arrow(ax, (R, 6.55), (6.1, 8.4), "$s_y$")
+        _latent_z(ax, (0.45, 7.6))
+        _arrow(ax, (0.75, 7.3), (1.6, 6.65))
+        ax.text(0.45, 8.25, "mask tokens +\ntarget positions", ha="center", va="bottom", fontsize=9)
+        _arrow(ax, (4.3, 3.4), (5.7, 3.4), dashed=True)
+        ax.text(5, 3.75, "EMA", ha="center", va="bottom", fontsize=9)
+        ax.set_title("I-JEPA (after Fig. 3)", fontsize=11)
+        return
+    _box(ax, (L, 0.9), "$x$", "input", w=1.4)
+    _box(ax, (R, 0.9), "$y$", "input", w=1.4)
+    _box(ax, (L, 3.4), "x-encoder", "encoder")
+    _arrow(ax, (L, 1.5), (L, 2.8))
+    if kind in ("jea", "jepa"):  # y has an encoder too: trained (JEA) or a slowly moving copy (JEPA, grey)
+        _box(ax, (R, 3.4), "y-encoder", "encoder" if kind == "jea" else "target")
+        _arrow(ax, (R, 1.5), (R, 2.8))
+    if kind in ("generative", "jepa"):  # a network, told by z what to produce, between s_x and the energy
+        network = "decoder" if kind == "generative" else "predictor"
+        _box(ax, (L, 6.0), network, network)
+        _latent_z(ax, (0.55, 6.0))
+        _arrow(ax, (0.97, 6.0), (L - 1.45, 6.0))
+        _arrow(ax, (L, 4.0), (L, 5.4), "$s_x$", side=-1)
+    energy, left, right = {"jea": ("$D(s_x, s_y)$", "$s_x$", "$s_y$"),
+                           "generative": (r"$D(\hat y, y)$", r"$\hat y$", "pixels $y$"),
+                           "jepa": (r"$D(\hat s_y, s_y)$", r"$\hat s_y$", "$s_y$")}[kind]
+    _box(ax, (5, 8.6), energy, "energy", w=3.4)
+    _arrow(ax, (L, 4.0 if kind == "jea" else 6.6), (4.1, 8.0), left, side=-1)
+    _arrow(ax, (R, 1.5 if kind == "generative" else 4.0), (5.9, 8.0), right)
+    ax.set_title({"jea": "(a) Joint-Embedding Architecture", "generative": "(b) Generative Architecture",
+                  "jepa": "(c) Joint-Embedding Predictive Architecture"}[kind], fontsize=11)
+
 
 DIAL_STYLE = {"latent": ("I-JEPA (latent targets)", "C0", "-", "o"), "pixels": ("pixel targets", "C1", "-", "s"),
               "random_init": ("random init", "C7", "--", "^"), "raw_pixels": ("raw pixels", "C2", ":", "v")}

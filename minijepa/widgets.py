@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .masks import Masker, Masks, indices_to_mask, make_masker
-from .plots import draw_masks
+from .plots import draw_masks, mask_legend
 from .vit import to_2tuple
 
 # The explorer's options that each strategy uses, and the keyword its masker takes them under (the paper's
@@ -83,18 +83,18 @@ def mask_stats(context: torch.Tensor, targets: list[torch.Tensor], grid_size: in
 
 
 def draw_batch(images: torch.Tensor | None, context: torch.Tensor, targets: list[torch.Tensor],
-               grid_size: int | tuple[int, int], n: int = 4, title: str | None = None, dpi: float = 72) -> Figure:
-    """The first n masks of a batch (over the first n images, if given) on a new matplotlib Figure (not pyplot's:
-    nothing accumulates while a slider moves). In a notebook, `display(figure)` shows it as a PNG (at a modest dpi:
-    photos make big PNGs, and a notebook stores the widget's last one)."""
+               grid_size: int | tuple[int, int], n: int = 3, title: str | None = None, dpi: float = 100) -> Figure:
+    """The first n masks of a batch (over the first n images, if given), with a colour legend, on a new matplotlib
+    Figure (not pyplot's: nothing accumulates while a slider moves). In a notebook, `display(figure)` shows it as a
+    PNG."""
     n = min(n, context.shape[0]) if images is None else min(n, context.shape[0], len(images))
-    fig = Figure(figsize=(2.4 * n, 2.6), dpi=dpi)
+    fig = Figure(figsize=(max(3.2 * n, 6.0), 3.8), dpi=dpi, layout="constrained")
     for i, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
         draw_masks(ax, None if images is None else images[i], context[i], [t[i] for t in targets],
                    to_2tuple(grid_size))
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    mask_legend(fig, len(targets))
     return fig
 
 
@@ -102,12 +102,12 @@ class MaskExplorer:
     """The explorer's state, for notebooks and tests alike. `widget` is the ipywidgets box (a notebook displays the
     explorer as that box); `controls` maps option names to their widgets; after each redraw `masker`, `result`
     (context, targets), `stats` and `figure` hold what is shown, or `error` the message of an impossible setting
-    (then `result` and `figure` are None)."""
+    (then `result` and `figure` are None, and the output area is empty)."""
 
     def __init__(self, widget: Any, controls: dict[str, Any], output: Any, status: Any,
-                 images: torch.Tensor | None, n_images: int, batch_size: int):
+                 images: torch.Tensor | None, n_images: int):
         self.widget, self.controls, self.output, self.status = widget, controls, output, status
-        self.images, self.n_images, self.batch_size = images, n_images, batch_size
+        self.images, self.n_images = images, n_images
         self.masker: Masker | None = None
         self.result: Masks | None = None
         self.stats: MaskStats | None = None
@@ -115,32 +115,34 @@ class MaskExplorer:
         self.error: str | None = None
 
     def options(self) -> dict[str, Any]:
-        """The controls' current values, as keyword arguments of `masker_from_options`/`sample_masks`."""
-        return {name: control.value for name, control in self.controls.items()}
+        """The controls' current values, as keyword arguments of `sample_masks`. Ranges are rounded to the sliders'
+        step of 0.01 (a slider can hold 0.15000000000000002 for 0.15)."""
+        return {name: tuple(round(v, 2) for v in control.value) if isinstance(control.value, tuple) else control.value
+                for name, control in self.controls.items()}
 
     def update(self, change: Any = None) -> None:
         """Resample and redraw (called whenever a control changes); impossible settings show their message."""
         from IPython.display import display
 
         opts = self.options()
-        seed, strategy = opts.pop("seed"), opts["strategy"]
-        for name in ("n_targets", "target_scale", "target_aspect", "context_scale"):  # grey out unused options
-            self.controls[name].disabled = name not in OPTIONS[strategy]
+        seed, batch_size, strategy = opts.pop("seed"), opts.pop("batch_size"), opts["strategy"]
+        for name in ("n_targets", "target_scale", "target_aspect", "context_scale", "min_keep"):
+            self.controls[name].disabled = name not in OPTIONS[strategy]  # grey out the options it does not use
         try:
             self.masker = masker_from_options(**opts)
-            self.result = self.masker.sample(self.batch_size, torch.Generator().manual_seed(seed))
+            self.result = self.masker.sample(batch_size, torch.Generator().manual_seed(seed))
             self.error = None
         except (ValueError, RuntimeError) as e:  # impossible parameters (ValueError) or too many failed redraws
             self.masker, self.result, self.stats, self.figure, self.error = None, None, None, None, str(e)
-        self.output.clear_output(wait=True)
-        if self.error is not None:
+            self.output.clear_output()  # now: clear_output(wait=True) would wait for an output that never comes
             self.status.value = f"<span style='color:#c44e52'><b>impossible:</b> {html.escape(self.error)}</span>"
             return
         context, targets = self.result
         H, W = self.masker.grid_size
         self.stats = mask_stats(context, targets, (H, W))
-        self.status.value = f"{strategy} on a {H}x{W} grid, batch of {self.batch_size}: {html.escape(str(self.stats))}"
+        self.status.value = f"{strategy} on a {H}x{W} grid, batch of {batch_size}: {html.escape(str(self.stats))}"
         self.figure = draw_batch(self.images, context, targets, (H, W), self.n_images)
+        self.output.clear_output(wait=True)  # the old figure goes when the new one arrives: no flicker
         with self.output:
             display(self.figure)
 
@@ -151,10 +153,10 @@ class MaskExplorer:
 def mask_explorer(images: torch.Tensor | Sequence[torch.Tensor] | None = None, strategy: str = "multiblock",
                   grid_size: int = 14, n_targets: int = 4, target_scale: tuple[float, float] = (0.15, 0.2),
                   target_aspect: tuple[float, float] = (0.75, 1.5), context_scale: tuple[float, float] = (0.85, 1.0),
-                  seed: int = 0, n_images: int = 4, batch_size: int = 128) -> MaskExplorer:
+                  seed: int = 0, n_images: int = 3, batch_size: int = 128, min_keep: int = 4) -> MaskExplorer:
     """Sliders for the masking strategy and its options; the masks of the first `n_images` images ((N, C, H, W) or a
     list of (C, H, W); None draws bare grids) are redrawn on every change, with statistics over a batch of
-    `batch_size` masks (the batch matters: contexts are cut to the shortest one in the batch)."""
+    `batch_size` masks (a slider too: contexts are cut to the shortest one in the batch, so the batch matters)."""
     import ipywidgets as w
 
     if images is not None and not isinstance(images, torch.Tensor):
@@ -174,14 +176,18 @@ def mask_explorer(images: torch.Tensor | Sequence[torch.Tensor] | None = None, s
                                             **ranged),
         "context_scale": w.FloatRangeSlider(value=context_scale, min=0.05, max=1.0, description="context scale",
                                             **ranged),
+        "min_keep": w.IntSlider(min_keep, min=1, max=40, description="min_keep", continuous_update=False,
+                                style=style, layout=layout),
+        "batch_size": w.IntSlider(batch_size, min=1, max=1024, description="batch size", continuous_update=False,
+                                  style=style, layout=layout),
         "seed": w.IntSlider(seed, min=0, max=99, description="seed", continuous_update=False, style=style,
                             layout=layout),
     }
     output, status = w.Output(), w.HTML()
     names = list(controls)
-    columns = w.HBox([w.VBox([controls[n] for n in names[:4]]), w.VBox([controls[n] for n in names[4:]])])
+    columns = w.HBox([w.VBox([controls[n] for n in names[:5]]), w.VBox([controls[n] for n in names[5:]])])
     box = w.VBox([columns, status, output])
-    explorer = MaskExplorer(box, controls, output, status, images, n_images, batch_size)
+    explorer = MaskExplorer(box, controls, output, status, images, n_images)
     for control in controls.values():
         control.observe(explorer.update, names="value")
     explorer.update()

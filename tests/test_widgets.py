@@ -1,4 +1,6 @@
-"""The mask explorer (minijepa/widgets.py), driven headlessly: set a control's value, check what it now shows.
+"""The mask explorer (minijepa/widgets.py), driven headlessly: set a control's value, check what it now shows; and
+once inside a real kernel (nbclient plays the notebook front end), where an impossible setting must leave no figure
+under its message.
 
 The pure functions underneath (`sample_masks`, `mask_stats`) are tested directly: same seed, same masks; and the
 statistics land where the paper says (multi-block context ~0.25 of a 14x14 grid, Table 6).
@@ -14,6 +16,7 @@ import torch  # noqa: E402
 
 from minijepa.masks import (BlockMasker, MultiBlockMasker, RandomMasker, RasterizedMasker,  # noqa: E402
                             indices_to_mask)
+from minijepa.plots import block_outline  # noqa: E402
 from minijepa.widgets import MaskStats, masker_from_options, mask_explorer, mask_stats, sample_masks  # noqa: E402
 
 pytest.importorskip("ipywidgets")
@@ -77,6 +80,19 @@ def test_comparison_strategies_stats():
     assert s.context_ratio + s.target_ratio == 1.0 and 0.5 <= s.target_ratio <= 0.7
 
 
+def test_block_outline_traces_the_border_of_a_block():
+    # what draw_masks outlines each target block with: the unit edges between the block and the rest
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[1:3, 1:4] = True  # a 2x3 block: perimeter 2 * (2 + 3) = 10 unit edges
+    edges = block_outline(mask)
+    assert len(edges) == 10
+    xs = {x for edge in edges for x, _ in edge}
+    ys = {y for edge in edges for _, y in edge}
+    assert min(xs) == 0.5 and max(xs) == 3.5 and min(ys) == 0.5 and max(ys) == 2.5
+    mask[0, 0] = True  # a lone cell adds its own 4 edges
+    assert len(block_outline(mask)) == 14
+
+
 # ------------------------------------------------------------------------------------------------- the widget
 @pytest.fixture
 def explorer():
@@ -86,13 +102,15 @@ def explorer():
 
 def test_explorer_starts_with_the_paper_defaults(explorer):
     assert set(explorer.controls) == {"strategy", "grid_size", "n_targets", "target_scale", "target_aspect",
-                                      "context_scale", "seed"}
+                                      "context_scale", "min_keep", "batch_size", "seed"}
     assert explorer.error is None and isinstance(explorer.masker, MultiBlockMasker)
     context, targets = explorer.result
     assert len(targets) == 4 and context.shape[0] == 32
     assert explorer.stats == mask_stats(context, targets, 14)
     assert len(explorer.figure.axes) == 3  # one panel per image
-    assert "multiblock on a 14x14 grid" in explorer.status.value
+    assert [t.get_text() for t in explorer.figure.legends[0].get_texts()] == [
+        "context (seen)", "not used", "target 1", "target 2", "target 3", "target 4"]
+    assert "multiblock on a 14x14 grid, batch of 32" in explorer.status.value
 
 
 def test_explorer_follows_its_sliders(explorer):
@@ -100,8 +118,8 @@ def test_explorer_follows_its_sliders(explorer):
     assert len(explorer.result[1]) == 2 and explorer.stats.n_targets == 2
     explorer.controls["grid_size"].value = 7
     assert explorer.masker.grid_size == (7, 7)
-    image = explorer.figure.axes[0].images[-1].get_array()  # the mask overlay drawn on the first image
-    assert image.shape == (7, 7)
+    image = explorer.figure.axes[0].images[-1].get_array()  # the last mask layer drawn on the first image
+    assert image.shape[:2] == (7, 7)
     explorer.controls["target_scale"].value = (0.3, 0.3)
     assert explorer.masker.target_scale == (0.3, 0.3)
     assert 12 <= explorer.result[1][0].shape[1] <= 16  # 0.3 * 49 = 14.7 patches: 3x4, 4x4 or 5x3 by aspect
@@ -112,11 +130,30 @@ def test_explorer_follows_its_sliders(explorer):
     assert same(before, explorer.result)
 
 
+def test_explorer_batch_size_and_min_keep(explorer):
+    explorer.controls["batch_size"].value = 1  # no shorter context in the batch to cut to
+    assert explorer.result[0].shape[0] == 1 and "batch of 1" in explorer.status.value
+    one = explorer.stats.context_ratio
+    explorer.controls["batch_size"].value = 512  # contexts are cut to the batch's shortest one
+    assert explorer.result[0].shape[0] == 512 and explorer.stats.context_ratio < one
+    explorer.controls["min_keep"].value = 20
+    assert explorer.masker.min_keep == 20 and explorer.result[0].shape[1] >= 20
+    explorer.controls["grid_size"].value = 7  # at most 49 - 9 = 40 context patches next to one 3x3 target...
+    explorer.controls["min_keep"].value = 40  # ...and four targets leave fewer: impossible
+    assert explorer.error is not None and "min_keep=40" in explorer.error
+
+
+def test_explorer_message_rounds_slider_values(explorer):
+    explorer.controls["grid_size"].value = 4
+    explorer.controls["target_scale"].value = (0.9000000000000001, 1.0)  # what a slider's float steps can hold
+    assert explorer.error is not None and "(0.9, 1.0)" in explorer.error and "0.900000" not in explorer.status.value
+
+
 def test_explorer_switches_strategy_and_disables_unused_options(explorer):
     explorer.controls["strategy"].value = "rasterized"
     assert isinstance(explorer.masker, RasterizedMasker) and len(explorer.result[1]) == 3
     assert all(explorer.controls[n].disabled for n in ("n_targets", "target_scale", "target_aspect",
-                                                       "context_scale"))
+                                                       "context_scale", "min_keep"))
     explorer.controls["strategy"].value = "block"
     assert isinstance(explorer.masker, BlockMasker) and len(explorer.result[1]) == 1
     assert not explorer.controls["target_aspect"].disabled and explorer.controls["n_targets"].disabled
@@ -138,4 +175,33 @@ def test_explorer_shows_impossible_settings_instead_of_raising(explorer):
 
 def test_explorer_without_images_draws_bare_grids():
     explorer = mask_explorer(None, grid_size=8, n_images=2, batch_size=8)
-    assert len(explorer.figure.axes) == 2 and explorer.figure.axes[0].images[-1].get_array().shape == (8, 8)
+    assert len(explorer.figure.axes) == 2 and explorer.figure.axes[0].images[-1].get_array().shape[:2] == (8, 8)
+
+
+def test_explorer_in_a_kernel_clears_the_figure_under_an_impossible_setting():
+    # nbclient plays the front end: it routes the kernel's display and clear_output messages into the Output widget
+    # the way JupyterLab does (clear_output(wait=True) only takes effect when the next output arrives)
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = ["from minijepa.widgets import mask_explorer\n"
+             "explorer = mask_explorer(None, grid_size=4, n_images=1, batch_size=4)\n"
+             "explorer",
+             "explorer.controls['target_scale'].value = (0.9000000000000001, 1.0)",  # impossible on 4x4
+             "explorer.controls['target_scale'].value = (0.15, 0.2)"]  # possible again
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3")
+
+    def shown():  # what the front end now holds in the explorer's Output widget, and its status line
+        states = list(client.widget_state.values())
+        output = next(s for s in states if s.get("_model_name") == "OutputModel")
+        status = next(s for s in states if s.get("_model_name") == "HTMLModel")
+        return [o.get("output_type") for o in output["outputs"]], status["value"]
+
+    with client.setup_kernel():
+        for i, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, i)
+            outputs, status = shown()
+            if i == 1:
+                assert outputs == [] and "impossible" in status and "(0.9, 1.0)" in status
+            else:
+                assert outputs == ["display_data"] and "impossible" not in status
