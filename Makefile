@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch first, pinned, so that installing the package never pulls in another build
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench lab notebooks clean
+.PHONY: setup test demo bench gpu-check lab notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m minijepa.bench
+
+# every CUDA path in one command (benchmark, training, evaluation, torchrun, Ctrl-C + resume); says so without a GPU
+gpu-check: setup
+	$(PY) -m minijepa.gpucheck
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

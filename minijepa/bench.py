@@ -1,27 +1,33 @@
-"""Training-step benchmark: `python -m minijepa.bench [--preset NAME] [--device cuda] [--compile] [--steps N]`.
+"""Training-step benchmark: `python -m minijepa.bench [--preset NAME] [--device cuda] [--amp fp16] [--compile]`.
 
 Times the real training step (`train.train_step`: forward, backward, AdamW, EMA) on synthetic images with the
 usual masks, and prints images/s, ms/step, model FLOPs per step, achieved FLOP/s, MFU (on a GPU with a known
-peak) and peak memory. The default "bench" configuration is the one quoted in the README:
-32x32 RGB, patch 4 (8x8 grid), ViT-Tiny (192/12/3), predictor 96 wide x 6 deep, 4 targets, batch 64.
+peak) and peak memory. Precision and compilation are the training loop's own (`train.resolve_amp`: bf16 or fp16 by
+card on CUDA, float32 elsewhere; `train.compile_networks`). The default "bench" configuration is the one quoted in
+the README: 32x32 RGB, patch 4 (8x8 grid), ViT-Tiny (192/12/3), predictor 96 wide x 6 deep, 4 targets, batch 64.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import schedules
-from .train import (PRESETS, Config, build_masker, build_model, peak_memory_mb, pick_device, step_generator,
-                    train_step)
+from .train import (AMP_MODES, PRESETS, ArgumentParser, Config, build_masker, build_model, check_config,
+                    compile_networks, compile_problem, make_scaler, peak_memory_mb, pick_device, resolve_amp,
+                    step_generator, train_step, user_errors)
 
 BENCH = dict(data="cifar10", img_size=32, patch_size=4, dim=192, depth=12, heads=3, predictor_dim=96,
              predictor_depth=6, n_targets=4, batch_size=64)
-# Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the MFU column; override with --peak-tflops.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0}
+# Dense 16-bit tensor-core peaks (TFLOP/s, vendor datasheets: bf16, or fp16 on cards without bf16) for the MFU
+# column, which is always against this peak (also when the step runs in float32); override with --peak-tflops.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0, "V100": 125.0,
+               "T4": 65.0}
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -32,30 +38,49 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="bench", choices=["bench", *PRESETS], help="model/batch configuration")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="precision, as in training (default: auto)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (and compilation)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (as training does)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
     args = p.parse_args(argv)
+    with user_errors():
+        return bench(args)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+    if (args.threads is not None and args.threads < 1) or (args.peak_tflops is not None and args.peak_tflops <= 0):
+        raise ValueError(f"--threads must be >= 1 and --peak-tflops > 0, got {args.threads} and {args.peak_tflops}")
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    cfg = Config(**{**dataclasses.asdict(Config()), **(BENCH if args.preset == "bench" else PRESETS[args.preset])})
-    if args.batch_size:
+    cfg = Config(**{**dataclasses.asdict(Config()), **(BENCH if args.preset == "bench" else PRESETS[args.preset]),
+                    "amp": args.amp, "device": args.device})
+    if args.batch_size is not None:
         cfg.batch_size = args.batch_size
+    check_config(cfg)
     device = pick_device(args.device)
-    amp = device.type == "cuda" and not args.no_amp
+    amp = resolve_amp(args.amp, device)
+    scaler = make_scaler(amp, device)
     model = build_model(cfg).to(device)
     masker = build_masker(cfg, model.context_encoder.grid_size)
     optimizer = torch.optim.AdamW(schedules.param_groups(model.context_encoder, model.predictor), lr=1e-4,
                                   fused=device.type == "cuda")
-    net = torch.compile(model, dynamic=True) if args.compile else model
+    compiled = False
+    if args.compile:  # a stated fallback, never a failure deep inside the first step
+        why = compile_problem(device)
+        if why is None:
+            compile_networks(model)
+            compiled = True
+        else:
+            print(f"note: benchmarking without torch.compile ({why})", file=sys.stderr)
     in_chans = model.context_encoder.in_chans
     images = torch.randn(cfg.batch_size, in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator()
                          .manual_seed(0)).to(device)
@@ -74,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-        train_step(net, optimizer, images, context, targets, momentum=0.996, amp=amp, ema_model=model)
+        train_step(model, optimizer, images, context, targets, momentum=0.996, amp=amp, scaler=scaler)
     sync()
     seconds = time.perf_counter() - t0
 
@@ -91,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     step_ms = 1000 * seconds / args.steps
     result = dict(preset=args.preset, device=torch.cuda.get_device_name(device) if device.type == "cuda"
                   else f"cpu ({torch.get_num_threads()} threads)", batch=cfg.batch_size, amp=amp,
-                  compile=args.compile, img_per_s=cfg.batch_size * args.steps / seconds, ms_per_step=step_ms,
+                  compile=compiled, img_per_s=cfg.batch_size * args.steps / seconds, ms_per_step=step_ms,
                   gflop_per_step=flops / 1e9, tflop_per_s=flops / (step_ms / 1000) / 1e12,
                   mean_context=mean_context)
     peak = args.peak_tflops or peak_tflops(device)
@@ -99,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["mfu"] = result["tflop_per_s"] / peak
     result["peak_mem_mb"] = peak_memory_mb(device)  # CUDA: allocated tensors; CPU: the process's max RSS
     print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
     return result
 
 

@@ -17,7 +17,6 @@ raw pixels of a dataset alone.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -26,9 +25,10 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from .data import DatasetNotFoundError, ImageDataset, center_resize, load_dataset, normalise
+from .data import ImageDataset, center_resize, load_dataset, normalise
 from .distractors import EVAL_SEED, Distractor, corrupt_images
-from .train import CheckpointError, Config, build_model, load_run, pick_device
+from .train import AMP_DTYPES, AMP_MODES, ArgumentParser, Config, build_model, load_run, pick_device, resolve_amp, \
+    user_errors
 from .vit import ViT
 
 METRICS = ("linear", "knn", "linear_10_per_class", "linear_1pct")
@@ -50,9 +50,11 @@ def pixel_features(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 
 @torch.no_grad()
 def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, layers: int = 1,
-                     batch_size: int = 512, device: torch.device | str | None = None) -> torch.Tensor:
+                     batch_size: int = 512, device: torch.device | str | None = None,
+                     amp: str = "off") -> torch.Tensor:
     """uint8 images (N, C, H, W) -> average-pooled patch tokens (N, D * layers), float32 on the CPU.
-    Images are scaled to [0, 1], resized to the encoder's size if they differ, and normalised with mean/std (C,)."""
+    Images are scaled to [0, 1], resized to the encoder's size if they differ, and normalised with mean/std (C,).
+    `amp` is a resolved precision (train.resolve_amp): "bf16" or "fp16" run the encoder under autocast."""
     if not 1 <= layers <= encoder.depth:
         raise ValueError(f"cannot pool the last {layers} layers of a {encoder.depth}-block encoder")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
@@ -62,7 +64,8 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     feats = []
     for batch in images.split(batch_size):
         x = normalise(center_resize(batch.to(device), encoder.img_size[0]), mean, std)  # (B, C, S, S)
-        outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # layers x (B, N, D)
+        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off"):
+            outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # layers x (B, N, D)
         feats.append(torch.cat([h.mean(1) for h in outs], dim=1).float().cpu())  # (B, D * layers)
     encoder.train(was_training)
     return torch.cat(feats)
@@ -161,11 +164,11 @@ def corrupted_splits(splits: tuple[ImageDataset, ImageDataset], distractor: Dist
 
 def evaluate_encoder(encoder: ViT, cfg: Config, norm: dict, layers: int = 1, k: int = 20, seed: int = 0,
                      batch_size: int = 512, device: torch.device | str | None = None,
-                     splits: tuple[ImageDataset, ImageDataset] | None = None) -> dict:
+                     splits: tuple[ImageDataset, ImageDataset] | None = None, amp: str = "off") -> dict:
     """The four read-outs of one frozen encoder (see the module docstring); `norm` = {"mean": (C,), "std": (C,)}."""
     train, test = splits or eval_splits(cfg)
-    tr = extract_features(encoder, train.images, norm["mean"], norm["std"], layers, batch_size, device)  # (N, F)
-    te = extract_features(encoder, test.images, norm["mean"], norm["std"], layers, batch_size, device)  # (M, F)
+    tr = extract_features(encoder, train.images, norm["mean"], norm["std"], layers, batch_size, device, amp)  # (N, F)
+    te = extract_features(encoder, test.images, norm["mean"], norm["std"], layers, batch_size, device, amp)  # (M, F)
     return readouts(tr, train.labels, te, test.labels, k, seed)
 
 
@@ -194,28 +197,30 @@ def eval_path(run_dir: str | Path, layers: int = 1, suffix: str = ".json") -> Pa
 
 
 def evaluate_run(run_dir: str | Path, layers: int = 1, baseline: bool = True, k: int = 20, seed: int = 0,
-                 device: str = "auto", batch_size: int = 512) -> dict:
+                 device: str = "auto", batch_size: int = 512, amp: str | None = None) -> dict:
     """Evaluate a run's target encoder and, with `baseline`, the same ViT at its random initialisation (build_model
     seeds with cfg.seed, so these are the very weights the run started from) and the raw pixels. A run trained with
     a distractor is read out on corrupted images, and again on clean ones (result["clean"]). Writes
-    eval_path(run_dir, layers) and its plot (eval.json / eval.png for the last layer)."""
+    eval_path(run_dir, layers) and its plot (eval.json / eval.png for the last layer). Features are extracted in
+    the precision `amp` gives on `device` (default: the run's own setting, e.g. bf16 on a card with native bf16)."""
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, model, ckpt = load_run(run_dir, device)
+    amp = resolve_amp(amp or cfg.amp, device)
     if layers > cfg.depth:  # fail before loading any data
         raise ValueError(f"cannot pool the last {layers} layers: the encoder has only {cfg.depth} blocks")
     distractor = Distractor.parse(cfg.distractor)
     protocol = dict(encoder="target", pooling="average over patches", layers=layers, data=cfg.data,
                     splits=["train", "test"], knn=dict(k=k, temperature=0.07, center=True),
                     linear=dict(optimizer="L-BFGS, full batch", whitening="PCA, all train features", **PROBE),
-                    low_shot=dict(per_class=10, fraction=0.01), seed=seed,
+                    low_shot=dict(per_class=10, fraction=0.01), seed=seed, amp=amp,
                     raw_pixels=f"normalised, flattened, average-pooled to at most {PIXELS_MAX_SIDE} px",
                     distractor=None if distractor is None else dict(spec=str(distractor), seed=EVAL_SEED))
     clean = eval_splits(cfg)
     random_init = build_model(cfg).to(device).target_encoder if baseline else None
 
     def read_out(splits: tuple[ImageDataset, ImageDataset]) -> dict:
-        args = dict(layers=layers, k=k, seed=seed, batch_size=batch_size, splits=splits)
+        args = dict(layers=layers, k=k, seed=seed, batch_size=batch_size, splits=splits, amp=amp)
         out = dict(ijepa=evaluate_encoder(model.target_encoder, cfg, ckpt["norm"], **args))
         if baseline:
             out["random_init"] = evaluate_encoder(random_init, cfg, ckpt["norm"], **args)
@@ -276,13 +281,15 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", nargs="?", help="a run directory (or use --raw-pixels DATA)")
     p.add_argument("--raw-pixels", metavar="DATA", help="no run: read out the raw pixels of DATA (e.g. embedded, "
                                                          "fashion-mnist) and print them")
     p.add_argument("--distractor", default="none", help="with --raw-pixels: corrupt the splits first (noise:S, ...)")
     p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last block, or the last 4")
     p.add_argument("--device", default="auto", help="for feature extraction (auto = cuda > mps > cpu)")
+    p.add_argument("--amp", default=None, choices=AMP_MODES, help="precision of feature extraction (default: the "
+                                                                   "run's setting)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
     p.add_argument("--seed", type=int, default=0, help="low-shot subsets and probe initialisation")
@@ -290,20 +297,17 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.run_dir is None) == (args.raw_pixels is None):
         p.error("give a run directory or --raw-pixels DATA (one of them)")
-    if args.raw_pixels:
-        try:
+    if args.batch_size < 1 or args.k < 1:
+        p.error(f"--batch-size and --k must be >= 1, got {args.batch_size} and {args.k}")
+    with user_errors():
+        if args.raw_pixels:
             r = raw_pixel_baseline(args.raw_pixels, args.distractor, args.k, args.seed)
-        except (DatasetNotFoundError, ValueError) as e:
-            raise SystemExit(f"error: {e}") from None
-        print(f"raw pixels of {args.raw_pixels} ({r['feature_dim']} features, {r['n_train']} train / {r['n_test']} "
-              f"test images, distractor {args.distractor}):")
-        print("\n".join(f"{m:22s}{r[m]:13.3f}" for m in METRICS))
-        return
-    try:
+            print(f"raw pixels of {args.raw_pixels} ({r['feature_dim']} features, {r['n_train']} train / "
+                  f"{r['n_test']} test images, distractor {args.distractor}):")
+            print("\n".join(f"{m:22s}{r[m]:13.3f}" for m in METRICS))
+            return
         result = evaluate_run(args.run_dir, args.layers, not args.no_baseline, args.k, args.seed, args.device,
-                              args.batch_size)
-    except (CheckpointError, DatasetNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+                              args.batch_size, args.amp)
     print(format_table(result))
     print(f"written: {eval_path(args.run_dir, args.layers)}, {eval_path(args.run_dir, args.layers, '.png')}")
 

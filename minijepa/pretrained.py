@@ -12,16 +12,14 @@ and with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
-
-import torch
 
 from .data import EMBEDDED
 from .ijepa import IJEPA
 from .plots import read_metrics
-from .train import (CheckpointError, Config, build_model, config_from_dict, load_checkpoint, load_run,
-                    preset_config, save_checkpoint, train)
+from .train import (ArgumentParser, CheckpointError, Config, TrainingInterrupted, build_model, config_from_dict,
+                    load_checkpoint, load_run, preset_config, save_checkpoint, train, user_errors)
 
 PRETRAINED = EMBEDDED / "pretrained"
 RECIPES: dict[str, dict] = {  # name -> preset and overrides: `python -m minijepa.train --preset P --key value ...`
@@ -82,7 +80,7 @@ def load_pretrained(name: str, root: str | Path = PRETRAINED, train_if_missing: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make", help="train a recipe and export it")
     m.add_argument("name", choices=sorted(RECIPES))
@@ -92,9 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("name")
     args = p.parse_args(argv)
     try:
-        path = make(args.name, args.runs) if args.command == "make" else export(args.run_dir, args.name)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from None
+        with user_errors():
+            path = make(args.name, args.runs) if args.command == "make" else export(args.run_dir, args.name)
+    except TrainingInterrupted as e:  # Ctrl-C while making: saved; `make` again resumes it
+        print(e, file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
 
 

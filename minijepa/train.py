@@ -6,12 +6,15 @@ The whole loop is in `train()`, with no framework around it. Each step:
      exactly the same crops and masks as an uninterrupted one (and, with `--distractor`, the same noise or clutter
      from distractors.py);
   3. loss = IJEPA(images, context, targets); AdamW step on context encoder + predictor; EMA update of the target.
-The run directory holds config.json, metrics.jsonl (one row per step), metrics.png and checkpoint.pt.
+The run directory holds config.json, metrics.jsonl (one row per step), metrics.png and checkpoint.pt. Precision
+(`--amp`: bf16 or fp16 by card on CUDA, float32 elsewhere) and compilation fit the device (resolve_amp,
+compile_networks); bad options are refused before anything is loaded (check_config).
 Multi-GPU: `torchrun --nproc_per_node=N -m minijepa.train ...` (DDP; gloo on CPU, nccl on CUDA).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,20 +25,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from . import schedules
-from .data import load_dataset, normalise, random_resized_crop
+from .data import DatasetNotFoundError, load_dataset, normalise, random_resized_crop
 from .distractors import Distractor
 from .ijepa import IJEPA
 from .masks import Masker, make_masker
 from .vit import ViT
 
 CHECKPOINT_FORMAT = "minijepa-checkpoint-v1"
-RUNTIME_FIELDS = ("device", "compile", "log_every", "ckpt_every")  # may change on --resume; nothing else may
+# Fields that may change on --resume; nothing else may. `amp` is one of them because, like `device`, it says how the
+# step is computed, not what is trained ("auto" already gives bf16 on one card and fp16 on another): a run begun on
+# an A100 may go on on a T4 or a CPU. Only an uninterrupted device and precision make a resume exact to the bit.
+RUNTIME_FIELDS = ("device", "amp", "compile", "log_every", "ckpt_every")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_MODES = ("auto", *AMP_DTYPES, "off")
 
 
 @dataclass
@@ -82,8 +91,8 @@ class Config:
     seed: int = 0
     # runtime
     device: str = "auto"  # auto = cuda > mps > cpu
-    amp: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
-    compile: bool = False  # torch.compile the model (worth it on CUDA)
+    amp: str = "auto"  # mixed precision: auto | bf16 | fp16 | off (resolve_amp: what auto picks on each device)
+    compile: bool = False  # torch.compile the three networks (CUDA only: on a CPU it costs minutes, gains nothing)
     log_every: int = 10
     ckpt_every: int = 200
 
@@ -127,13 +136,74 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 # ----------------------------------------------------------------------------------------------------------- setup
 def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """auto = cuda > mps > cpu. A device this machine does not have is a ValueError that says what to use instead."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
+                            else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU or driver is visible"
+        raise ValueError(f"device {name!r}: {why}; use --device cpu, or auto (the best device present)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available here; use --device cpu or auto")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The precision of the step on `device`, "bf16" | "fp16" | "off" (float32), from the `amp` option:
+        auto  on CUDA, bf16 autocast where the card has native bf16 (compute capability 8.0+: A100, H100, L4,
+              RTX 30xx/40xx), else fp16 autocast with loss scaling (T4, V100: the usual Colab cards). Off on the CPU
+              (bf16 is emulated, ~100x slower, on most CPUs) and on MPS (float32; its autocast is not tested here).
+        bf16  refused on a CUDA card without native bf16 (it would be emulated); on the CPU, bf16 autocast.
+        fp16  fp16 autocast + torch.amp.GradScaler (make_scaler), on CUDA or the CPU.
+    bf16 and fp16 on MPS are refused: use off."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return "off"
+    if device.type == "mps":
+        raise ValueError(f"--amp {amp} is not supported on MPS here; use --amp off (what auto picks on MPS)")
+    if device.type == "cuda":
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if amp == "auto":
+            return "bf16" if native_bf16 else "fp16"
+        if amp == "bf16" and not native_bf16:
+            raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no native bf16 (compute "
+                             f"capability below 8.0); use --amp fp16, or auto (fp16 with loss scaling on this card)")
+    return amp
+
+
+def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (its gradients underflow otherwise); bf16 has float32's range and float32 needs none."""
+    return torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """None if torch.compile works on `device`, else why not (no C++ compiler, no Triton, ...), found by compiling
+    and running a one-line function: a missing compiler then fails here in seconds, not inside the first step."""
+    try:
+        torch.compile(lambda t: t * 2 + 1, dynamic=False)(torch.ones(4, device=device))
+    except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, RuntimeError, OSError, ...)
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
+    return None
+
+
+def compile_networks(model: IJEPA) -> None:
+    """torch.compile the context encoder, target encoder and predictor in place, shape-generic (`dynamic=True`):
+    context and target lengths change every batch. IJEPA.forward's checks and the few gathers of the loss stay
+    eager; compiling the whole IJEPA instead specialises the target length at its `len({...})` check, so each new
+    block size recompiled (until dynamo's recompile limit, then ran eagerly). Compiled this way, 20 steps of
+    changing lengths compile each network once, plus one recompile for the target encoder's no-grad pass
+    (tests/test_compile.py). On CPU tensors the index range check in vit.check_index breaks the graph; on CUDA it
+    is skipped: `torch._dynamo.explain` on meta tensors (which skip it too) finds one graph and no graph break in
+    each network."""
+    for net in (model.context_encoder, model.target_encoder, model.predictor):
+        net.compile(dynamic=True)
 
 
 def build_model(cfg: Config) -> IJEPA:
@@ -169,20 +239,31 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
 
 # ------------------------------------------------------------------------------------------------------- the step
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               context: torch.Tensor, targets: list[torch.Tensor], momentum: float, amp: bool = False,
-               clip_grad: float = 0.0, ema_model: IJEPA | None = None,
-               parts: bool = False) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
+               context: torch.Tensor, targets: list[torch.Tensor], momentum: float, amp: str = "off",
+               clip_grad: float = 0.0, ema_model: IJEPA | None = None, parts: bool = False,
+               scaler: torch.amp.GradScaler | None = None
+               ) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
     """One I-JEPA step: loss, backward, AdamW, EMA. Returns (loss, grad norm) as device tensors (no host sync);
     with `parts`, the loss is IJEPA's dict (loss, pred_loss, reg). `model` may be a DDP/compiled wrapper;
-    `ema_model` is then the plain IJEPA inside it."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+    `ema_model` is then the plain IJEPA inside it. `amp` is a resolved precision (resolve_amp): the forward pass
+    runs under bf16 or fp16 autocast. fp16 wants a `scaler` (make_scaler): the loss is scaled before backward and
+    the gradients unscaled before clipping; if they overflowed (inf/NaN), the scaler skips the AdamW step and lowers
+    its scale, and the returned grad norm is non-finite. The EMA update runs either way, as in the reference code."""
+    with torch.autocast(images.device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off"):
         out = model(images, context, targets, parts=parts)
     loss = out["loss"] if parts else out
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else math.inf)
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else math.inf)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip and log the true gradients
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else math.inf)
+        scaler.step(optimizer)  # skipped if any gradient is inf/NaN
+        scaler.update()
     (ema_model or model).update_target(momentum)
     return ({k: v.detach() for k, v in out.items()} if parts else loss.detach()), grad_norm
 
@@ -251,14 +332,55 @@ def config_from_dict(d: dict) -> Config:
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"unknown config fields {sorted(unknown)}")
+    if isinstance(d.get("amp"), bool):  # saved before the precision modes: true meant bf16 on CUDA (auto still gives
+        d = {**d, "amp": "auto" if d["amp"] else "off"}  # it on cards with native bf16) and nothing elsewhere
     return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+POSITIVE = ("img_size", "patch_size", "dim", "depth", "heads", "predictor_dim", "predictor_depth", "n_targets",
+            "min_keep", "batch_size", "steps", "log_every", "ckpt_every")
+NON_NEGATIVE = ("warmup_steps", "start_lr", "final_lr", "wd", "final_wd", "clip_grad", "reg_weight")
+
+
+def check_config(cfg: Config) -> None:
+    """Every option in range before anything is loaded or trained: a ValueError naming the option and what to do.
+    Sizes and counts must be positive; rates and decays non-negative, lr positive; momenta and crop scales in [0, 1].
+    The model and masker are then built on the "meta" device (shapes only, no memory), so their own checks run too:
+    a patch size that does not divide the image, an unknown target or masking, impossible target scales."""
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    bad = [f"{flag(n)} must be a positive whole number, got {getattr(cfg, n)!r}" for n in POSITIVE
+           if not isinstance(getattr(cfg, n), int) or getattr(cfg, n) < 1]
+    bad += [f"{flag(n)} must be >= 0, got {getattr(cfg, n)!r}" for n in NON_NEGATIVE if not getattr(cfg, n) >= 0]
+    if not cfg.lr > 0:
+        bad.append(f"--lr must be > 0, got {cfg.lr!r}")
+    bad += [f"{flag(n)} must be in [0, 1], got {getattr(cfg, n)!r}" for n in ("momentum", "final_momentum")
+            if not 0 <= getattr(cfg, n) <= 1]
+    if not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+        bad.append(f"--crop-scale must be two numbers with 0 < low <= high <= 1, got {cfg.crop_scale}")
+    if cfg.amp not in AMP_MODES:
+        bad.append(f"--amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if bad:
+        raise ValueError("; ".join(bad))
+    bad = [f"{flag(n)} must be divisible by 4 (sin-cos positions) and by --heads ({cfg.heads}), got {getattr(cfg, n)}"
+           for n in ("dim", "predictor_dim") if getattr(cfg, n) % 4 or getattr(cfg, n) % cfg.heads]
+    if bad:
+        raise ValueError("; ".join(bad))
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except RuntimeError:
+            raise ValueError(f"--device {cfg.device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    Distractor.parse(cfg.distractor)
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):  # build_model seeds torch: leave its RNG alone
+        grid = build_model(cfg).context_encoder.grid_size
+    build_masker(cfg, grid)
 
 
 # ---------------------------------------------------------------------------------------------------------- loop
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> IJEPA:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    check_config(cfg)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = pick_device(cfg.device)
     if distributed:
@@ -269,7 +391,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
-    local_batch, amp = cfg.batch_size // world, cfg.amp and device.type == "cuda"
+    local_batch, amp = cfg.batch_size // world, resolve_amp(cfg.amp, device)
+    scaler = make_scaler(amp, device)
+    out = Path(out)  # bad options and a missing device have been refused: now the run directory may be made
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
 
     distractor = Distractor.parse(cfg.distractor)  # a bad spec fails here, before any data is loaded
     data = load_dataset(cfg.data, cfg.train_split)
@@ -292,6 +418,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                                   f"(see {out / 'config.json'}) or use a new --out")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and "scaler" in ckpt:  # fp16 before and now: go on with the same loss scale
+            scaler.load_state_dict(ckpt["scaler"])
         start = ckpt["step"]
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
@@ -300,18 +428,24 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         rows = metrics_path.read_text().splitlines() if resume and metrics_path.exists() else []
         metrics_path.write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] < start))
 
+    if cfg.compile:  # a stated fallback, never a failure deep inside the first step
+        why = f"it is used on CUDA only, this run is on {device.type}" if device.type != "cuda" \
+            else compile_problem(device)
+        if why is None:
+            compile_networks(model)
+        elif rank == 0:
+            print(f"note: training without torch.compile ({why})", file=sys.stderr)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    if cfg.compile and device.type == "cuda":  # on CPU, compiling costs minutes and gains nothing here
-        net = torch.compile(net, dynamic=True)  # mask lengths change every step: compile shape-generic code
 
     stop = {"signal": None}  # Ctrl-C / SIGTERM: finish the step, save, exit
     handler = lambda signum, frame: stop.update(signal=signum)  # noqa: E731
     old_handlers = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     pending: list[tuple[int, float, float, float, dict[str, torch.Tensor], torch.Tensor]] = []
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True,
+               desc=f"{device.type} {amp if amp != 'off' else 'fp32'}")
     t_flush, step = time.perf_counter(), start
 
     def flush() -> None:  # one host sync per log window: write metrics, check for divergence
@@ -324,21 +458,33 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             dist.all_reduce(vals)
             vals /= world
         vals = vals.cpu()
-        if not torch.isfinite(vals[:, 0]).all():
+        kept = f"the last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
+        if not torch.isfinite(vals[:, 0]).all():  # the forward pass itself: no loss scale can fix that
             bad = pending[int((~torch.isfinite(vals[:, 0])).nonzero()[0])][0]
-            kept = f"the last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
             raise TrainingDiverged(f"loss became non-finite at step {bad} ({kept}). Lower --lr or raise "
                                    f"--warmup-steps, then --resume or start again.")
+        # fp16: a step whose gradients overflow is skipped by the scaler, which halves its scale (from 2^16): that
+        # is routine, not divergence. Only gradients that overflow even at a scale below 1 mean the run diverged.
+        if scaler is not None and scaler.get_scale() < 1:
+            raise TrainingDiverged(f"fp16 gradients overflow even with the loss scale at {scaler.get_scale():.2g} "
+                                   f"(steps up to {pending[-1][0]}; {kept}). Lower --lr, or use --amp bf16 (cards "
+                                   f"with native bf16) or --amp off, then --resume or start again.")
         now = time.perf_counter()
         img_s = len(pending) * cfg.batch_size / (now - t_flush)
         with torch.no_grad():  # x: the latest training batch
             feat_std, erank = collapse_stats(model.target_encoder(x).mean(1))  # pooled target-encoder features
         rows = [dict(step=s, loss=v[0].item(), grad_norm=v[1].item(), lr=lr, wd=wd, momentum=m)
                 for (s, lr, wd, m, *_), v in zip(pending, vals)]
+        if scaler is not None:  # steps the scaler skipped (their gradients overflowed: the grad norm is inf/NaN)
+            for r in rows:
+                if not math.isfinite(r["grad_norm"]):
+                    r["skipped"] = True
+            rows[-1]["loss_scale"] = scaler.get_scale()
         if cfg.reg != "none":  # the two parts of the loss, logged separately
             for r, v in zip(rows, vals):
                 r.update(pred_loss=v[2].item(), reg=v[3].item())
-        rows[-1].update(img_per_s=img_s, feat_std=feat_std, erank=erank, peak_mem_mb=peak_memory_mb(device))
+        rows[-1].update(img_per_s=img_s, feat_std=feat_std, erank=erank, peak_mem_mb=peak_memory_mb(device),
+                        amp=amp)
         if rank == 0:
             with metrics_path.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -352,7 +498,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         flush()
         if rank == 0:
             save_checkpoint(ckpt_path, config=dataclasses.asdict(cfg), step=step, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), norm=dict(mean=mean, std=std))
+                            optimizer=optimizer.state_dict(), norm=dict(mean=mean, std=std), amp=amp,
+                            **({"scaler": scaler.state_dict()} if scaler is not None else {}))
 
     try:
         for step in range(start, cfg.steps):
@@ -371,7 +518,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             m = schedules.ema_momentum(step, cfg.steps, cfg.momentum, cfg.final_momentum)
             schedules.set_optimizer(optimizer, lr, wd)
             losses, grad_norm = train_step(net, optimizer, x, context, targets, m, amp, cfg.clip_grad, model,
-                                           parts=True)
+                                           parts=True, scaler=scaler)
             pending.append((step, lr, wd, m, losses, grad_norm))
             step += 1  # `step` now counts completed steps
             if step % cfg.ckpt_every == 0 or step == cfg.steps or stop["signal"] is not None:
@@ -406,8 +553,31 @@ def check_in_sync(model: torch.nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
+USER_ERRORS = (ValueError, FileExistsError, DatasetNotFoundError, CheckpointError, TrainingDiverged)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """For every command line: the package's own errors (bad options, missing data or checkpoint, a diverged run) and
+    running out of GPU memory end the command with `error: <message>` on stderr and exit status 1, no traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
+    except torch.cuda.OutOfMemoryError as e:
+        raise SystemExit(f"error: out of memory ({str(e).splitlines()[0]}); lower --batch-size") from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, whose own errors (unknown option, bad choice) also end in one line starting with `error:`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Config, Path, bool, bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", required=True, help="run directory (config.json, metrics, checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
@@ -441,19 +611,18 @@ def parse_value(raw: str, kind: type, name: str):
             return values
         return kind(raw)
     except ValueError:
-        raise SystemExit(f"--{name.replace('_', '-')}: cannot read {raw!r} as {kind.__name__}"
+        raise SystemExit(f"error: --{name.replace('_', '-')}: cannot read {raw!r} as {kind.__name__}"
                          + (" (write two numbers like 0.15,0.2)" if kind is tuple else "")) from None
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, out, resume, no_progress = parse_args(argv)
-    try:
-        train(cfg, out, resume, progress=not no_progress)
-    except (CheckpointError, TrainingDiverged, FileExistsError) as e:
-        raise SystemExit(f"error: {e}") from None
-    except TrainingInterrupted as e:
-        print(e, file=sys.stderr)
-        raise SystemExit(128 + e.signum) from None  # like a shell: scripts stop at an interrupted run
+    with user_errors():
+        cfg, out, resume, no_progress = parse_args(argv)
+        try:
+            train(cfg, out, resume, progress=not no_progress)
+        except TrainingInterrupted as e:
+            print(e, file=sys.stderr)
+            raise SystemExit(128 + e.signum) from None  # like a shell: scripts stop at an interrupted run
     print(f"done: {out}/checkpoint.pt, metrics in {out}/metrics.jsonl and {out}/metrics.png")
 
 

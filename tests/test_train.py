@@ -151,8 +151,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_cli_overrides_and_errors(tmp_path):
     cfg, out, resume, _ = parse_args(["--preset", "demo", "--out", str(tmp_path), "--lr", "3e-4",
-                                      "--target-scale", "0.1,0.2", "--amp", "false", "--n_targets", "2"])
-    assert (cfg.lr, cfg.target_scale, cfg.amp, cfg.n_targets, resume) == (3e-4, (0.1, 0.2), False, 2, False)
+                                      "--target-scale", "0.1,0.2", "--amp", "off", "--n_targets", "2"])
+    assert (cfg.lr, cfg.target_scale, cfg.amp, cfg.n_targets, resume) == (3e-4, (0.1, 0.2), "off", 2, False)
     assert cfg.steps == 500  # from the preset
     with pytest.raises(SystemExit, match="two numbers"):
         parse_args(["--out", str(tmp_path), "--target-scale", "0.1"])
