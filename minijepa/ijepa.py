@@ -81,7 +81,7 @@ class IJEPA(nn.Module):
         if any(t.ndim != 2 or t.shape[0] != B for t in targets):
             raise ValueError(f"every target block needs one row per image: {B} images, but target shapes "
                              f"{[tuple(t.shape) for t in targets]}; pass a list of (B, Kt) tensors, one per block")
-        if len({t.shape[1] for t in targets}) != 1:
+        if any(t.shape[1] != targets[0].shape[1] for t in targets):  # (a set would pin the length under compile)
             raise ValueError(f"all target blocks of a batch must have the same size, got "
                              f"{[t.shape[1] for t in targets]}; maskers draw one block size per batch")
         M = len(targets)

@@ -21,7 +21,6 @@ and trains nothing. The result is a markdown table, printed and written to OUT/<
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 from .distractors import Distractor
 from .evaluate import METRICS, eval_path
 from .plots import plot_dial, read_metrics
+from .train import PRESETS, ArgumentParser, user_errors
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
     "baseline (demo preset)": {},
@@ -67,7 +67,9 @@ class Plan:
 
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    if subprocess.run(cmd).returncode != 0:  # the command has printed why; the study stops here, resumable
+        raise SystemExit(f"error: the study stopped at this failed command (fix it, then rerun the study to "
+                         f"continue): {' '.join(cmd)}")
 
 
 def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool,
@@ -403,7 +405,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("study", choices=["ablations", "compare", "distractors", "regularisers"])
     p.add_argument("--out", default="runs/study", help="where the run directories go")
     p.add_argument("--record", default="docs/studies", help="where finished runs' records, tables and figures go "
@@ -430,7 +432,15 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 <= i < n:
             raise ValueError
     except ValueError:
-        raise SystemExit(f"error: --shard {args.shard!r}: write I/N with 0 <= I < N, e.g. 0/2") from None
+        p.error(f"--shard {args.shard!r}: write I/N with 0 <= I < N, e.g. 0/2")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds {args.seeds!r}: write comma-separated integers, e.g. 0,1")
+    if args.preset is not None and args.preset not in PRESETS:
+        p.error(f"--preset {args.preset!r}: choose one of {sorted(PRESETS)}")
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be at least 1, got {args.steps}")
     listing = [] if args.list else None
     plan = Plan(args.table_only, set(args.only.split(",")) if args.only else None, (i, n), listing=listing)
     if args.study == "ablations":
@@ -444,11 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         runs_name = name = args.study
     out = Path(args.out) / runs_name
     record = None if args.record == "none" else Path(args.record) / runs_name
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise SystemExit(f"error: --seeds {args.seeds!r}: write comma-separated integers, e.g. 0,1") from None
-    try:
+    with user_errors():
         if args.study == "ablations":
             table = ablations(out, plan, args.seed, record)
         elif args.study == "compare":
@@ -457,8 +463,6 @@ def main(argv: list[str] | None = None) -> None:
             table = distractors(out, args.preset or "demo", seeds, plan, record, tuple(args.kinds.split(",")))
         else:
             table = regularisers(out, plan, record, seeds)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
     if listing is not None:
         print("\n".join(listing))
         return
