@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Callable
 
 import matplotlib.pyplot as plt
 import torch
@@ -71,6 +72,17 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     return torch.cat(feats)
 
 
+def pca_whitener(ref: torch.Tensor, eps: float = PROBE["eps"]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The linear probe's input map, fitted on features ref (N, D): standardise each dimension, then rotate onto the
+    principal axes and divide each by its std (eigenvalue + eps). Every direction then has unit variance, the large
+    common one and the faint ones alike. Returns x (M, D) -> whitened (M, D)."""
+    mu, sigma = ref.mean(0), ref.std(0).clamp_min(1e-6)  # (D,)
+    z = ((ref - mu) / sigma).double()
+    evals, evecs = torch.linalg.eigh(z.T @ z / len(z))  # (D,), (D, D)
+    whiten = (evecs / (evals.clamp_min(0) + eps).sqrt()).to(ref.dtype)  # (D, D)
+    return lambda x: ((x - mu) / sigma) @ whiten
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  epochs: int = PROBE["epochs"], weight_decay: float = PROBE["weight_decay"], eps: float = PROBE["eps"],
                  seed: int = 0, unlabeled_x: torch.Tensor | None = None) -> float:
@@ -82,12 +94,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     ViT features share one large common direction (pairwise cosine ~0.99 for small models), so per-dimension
     standardisation alone leaves the problem so ill-conditioned that L-BFGS stops far from the optimum. Low-shot
     probes pass all training features as `unlabeled_x`: image statistics use no labels (as in the 1% setting)."""
-    ref = train_x if unlabeled_x is None else unlabeled_x
-    mu, sigma = ref.mean(0), ref.std(0).clamp_min(1e-6)  # (D,)
-    z = ((ref - mu) / sigma).double()
-    evals, evecs = torch.linalg.eigh(z.T @ z / len(z))  # (D,), (D, D)
-    whiten = (evecs / (evals.clamp_min(0) + eps).sqrt()).to(train_x.dtype)  # (D, D)
-    train_x, test_x = ((train_x - mu) / sigma) @ whiten, ((test_x - mu) / sigma) @ whiten
+    whiten = pca_whitener(train_x if unlabeled_x is None else unlabeled_x, eps)
+    train_x, test_x = whiten(train_x), whiten(test_x)
     n_classes = int(torch.cat([train_y, test_y]).max()) + 1
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the global RNG alone
         torch.manual_seed(seed)

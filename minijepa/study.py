@@ -28,10 +28,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .distractors import Distractor
-from .evaluate import METRICS, eval_path
+
+from .distractors import Distractor, corrupt_images
+from .evaluate import (METRICS, corrupted_splits, eval_path, eval_splits, extract_features, knn_accuracy,
+                       pca_whitener, pixel_features)
 from .plots import plot_dial, read_metrics
-from .train import PRESETS, ArgumentParser, user_errors
+from .train import PRESETS, ArgumentParser, build_model, load_run, user_errors
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
     "baseline (demo preset)": {},
@@ -280,6 +282,73 @@ def dial_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def diagnose(run_dir: Path) -> dict:
+    """What the read-outs see in a run of the distractor study, for its target encoder, its random initialisation
+    and the raw pixels, on the evaluation's corrupted images:
+        distractor_share  the same test images corrupted by two independent draws of the distractor: the variance
+                          between the two features of one image, over the variance of the features across images
+                          (0: the features ignore the distractor; 1: they are nothing but the distractor)
+        knn, knn_whitened kNN on the features as evaluated, and on the linear probe's whitened features (all
+                          directions at unit variance): a large gain means the class information is there, but in
+                          faint directions that larger, class-free ones hide from cosine similarity."""
+    cfg, model, ckpt = load_run(run_dir)
+    distractor = Distractor.parse(cfg.distractor)
+    clean = eval_splits(cfg)
+    train_split, test_split = clean if distractor is None else corrupted_splits(clean, distractor)
+    redraw = None if distractor is None else corrupt_images(clean[1].images, distractor, "test, second draw")
+    mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
+    featurise = {"ijepa": lambda x: extract_features(model.target_encoder, x, mean, std),
+                 "random_init": lambda x: extract_features(build_model(cfg).target_encoder, x, mean, std),
+                 "raw_pixels": lambda x: pixel_features(x, mean, std)}
+    out = {}
+    for name, f in featurise.items():
+        tr, te = f(train_split.images), f(test_split.images)  # (N, F), (M, F)
+        whiten = pca_whitener(tr)
+        out[name] = dict(knn=knn_accuracy(tr, train_split.labels, te, test_split.labels),
+                         knn_whitened=knn_accuracy(whiten(tr), train_split.labels, whiten(te), test_split.labels))
+        if redraw is not None:
+            within = (te - f(redraw)).square().sum(1).mean() / 2  # per image: half the squared distance of 2 draws
+            out[name]["distractor_share"] = (within / te.var(0).sum()).item()
+    return out
+
+
+def diagnose_records(out: Path, record: Path) -> list[dict]:
+    """Add `diagnose` to every record of the distractor study whose run directory is here and that has none yet."""
+    for path in sorted(record.glob("*.json")):
+        summary = json.loads(path.read_text())
+        if "diagnosis" not in summary and (out / path.stem / "checkpoint.pt").exists():
+            print(f"diagnosing {out / path.stem}", flush=True)
+            summary["diagnosis"] = diagnose(out / path.stem)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(summary, indent=1) + "\n")
+            tmp.replace(path)
+    return load_records(record)
+
+
+def diagnosis_table(summaries: list[dict]) -> str:
+    """kNN on the evaluated and on whitened features, and the distractor's share of the feature variance, per
+    (distractor, encoder): means over the diagnosed seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for s in summaries:
+        if "diagnosis" not in s:
+            continue
+        cfg = s["result"]["config"]
+        for key, d in s["diagnosis"].items():
+            encoder = cfg["target"] if key == "ijepa" else key
+            if key != "ijepa" and cfg["target"] != "latent":
+                continue  # the baselines of a setting: once, from its latent runs
+            groups.setdefault((cfg["distractor"], encoder), []).append(d)
+    lines = ["| distractor | encoder | runs | kNN | kNN on whitened features | distractor's share of the feature "
+             "variance |", "|---|---|---|---|---|---|"]
+    order = {spec: i for i, spec in enumerate(distractor_specs())}
+    for (spec, encoder), ds in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), list(ENCODERS).index(
+            kv[0][1]))):
+        share = f"{statistics.fmean(d['distractor_share'] for d in ds):.3f}" if "distractor_share" in ds[0] else ""
+        lines.append(f"| {spec} | {ENCODERS[encoder]} | {len(ds)} | {pm([d['knn'] for d in ds])} | "
+                     f"{pm([d['knn_whitened'] for d in ds])} | {share} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- anti-collapse regularisers
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
 COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and heavy clutter
@@ -426,6 +495,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   "shards, 0/2 and 1/2, can run side by side)")
     p.add_argument("--kinds", default=",".join(DIAL), help="distractors: comma-separated kinds to run")
     p.add_argument("--list", action="store_true", help="print the study's runs and train nothing")
+    p.add_argument("--diagnose", action="store_true", help="distractors: add what the read-outs see (`diagnose`) to "
+                                                           "the records of finished runs in --out; train nothing")
     args = p.parse_args(argv)
     try:
         i, n = (int(v) for v in args.shard.split("/"))
@@ -454,6 +525,14 @@ def main(argv: list[str] | None = None) -> None:
         runs_name = name = args.study
     out = Path(args.out) / runs_name
     record = None if args.record == "none" else Path(args.record) / runs_name
+    if args.diagnose:
+        if args.study != "distractors" or record is None:
+            p.error("--diagnose is for the distractors study, with its --record folder")
+        with user_errors():
+            table = diagnosis_table(diagnose_records(out, record))
+        (record.parent / f"{name}-diagnosis.md").write_text(table + "\n")
+        print(table)
+        return
     with user_errors():
         if args.study == "ablations":
             table = ablations(out, plan, args.seed, record)

@@ -186,3 +186,22 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     assert "fashion-cpu-vicreg-1-seed1" in started and "fashion-cpu-sigreg-0.1-seed0" in started
     assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "demo-predictor-depth-2-none-seed0" in started
     assert (tmp_path / "distractors" / "demo-latent-none-seed0").is_dir()  # shared with the distractor study
+
+
+def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
+    from test_train import tiny
+
+    from minijepa.train import train
+    run_dir = tmp_path / "distractors" / "demo-latent-noise0.5-seed0"
+    train(tiny(steps=2, distractor="noise:0.5"), run_dir, progress=False)
+    d = study.diagnose(run_dir)
+    assert set(d) == {"ijepa", "random_init", "raw_pixels"}
+    assert all(0 < d[k]["distractor_share"] < 1 and 0 < d[k]["knn_whitened"] <= 1 for k in d)
+    # raw pixels: the noise's variance (0.5^2 per pixel, over the normalising std^2) is most of the total
+    assert d["raw_pixels"]["distractor_share"] > 0.5
+    record = tmp_path / "record"
+    record.mkdir()
+    summary = {"result": {"config": {"distractor": "noise:0.5", "target": "latent", "seed": 0}}}
+    (record / f"{run_dir.name}.json").write_text(json.dumps(summary))
+    table = study.diagnosis_table(study.diagnose_records(tmp_path / "distractors", record)).splitlines()
+    assert table[2].startswith("| noise:0.5 | I-JEPA (latent targets) | 1 |") and len(table) == 5
