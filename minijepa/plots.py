@@ -42,9 +42,10 @@ def plot_metrics(metrics: str | Path | list[dict], out: str | Path | None = None
     ax[2].set(title="gradient norm", xlabel="step", yscale="log")
     logged = [r for r in rows if "erank" in r]
     ax[3].plot([r["step"] for r in logged], [r["erank"] for r in logged], label="effective rank")
-    ax[3].set(title="collapse signals (target encoder)", xlabel="step", ylabel="effective rank")
+    ax[3].set(title="collapse signals (target encoder)", xlabel="step", ylabel="effective rank", ylim=(0, None))
     ax3b = ax[3].twinx()
     ax3b.plot([r["step"] for r in logged], [r["feat_std"] for r in logged], color="C1")
+    ax3b.set_ylim(0, None)  # both from 0: collapse is a fall towards 0 (std) or towards 1 (rank)
     ax3b.set_ylabel("per-dim std", color="C1")
     fig.tight_layout()
     if out is not None:

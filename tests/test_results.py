@@ -1,0 +1,26 @@
+import pytest
+
+from minijepa.results import RESULTS, markdown_tables, mean_std
+
+
+def test_markdown_tables_reads_headings_titles_rows(tmp_path):
+    path = tmp_path / "r.md"
+    path.write_text("# A\n\ntext\n\n| t | x | y |\n|---|---|---|\n| r1 | 1.0 ± 0.5 | 2 |\n| r2 | 3 | |\n\n"
+                    "## B\n| u | z |\n|---|---|\n| s | 4 |\nafter\n")
+    tables = markdown_tables(path)
+    assert [(t["heading"], t["title"], t["columns"]) for t in tables] == [("A", "t", ["x", "y"]), ("B", "u", ["z"])]
+    assert tables[0]["rows"] == {"r1": {"x": "1.0 ± 0.5", "y": "2"}, "r2": {"x": "3", "y": ""}}
+    assert mean_std(tables[0]["rows"]["r1"]["x"]) == (1.0, 0.5) and mean_std("3") == (3.0, 0.0)
+
+
+def test_mean_std_rejects_text():
+    with pytest.raises(ValueError, match="neither a number"):
+        mean_std("not run yet")
+
+
+def test_the_committed_results_parse():
+    compare = [t for t in markdown_tables(RESULTS) if t["title"].startswith("fashion-cpu")]
+    assert compare
+    for t in compare:
+        for row in ("I-JEPA (latent targets)", "pixel targets"):
+            assert all(0 < mean_std(t["rows"][row][c])[0] < 100 for c in t["columns"][:4])
