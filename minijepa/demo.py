@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline on the embedded data, offline, on a CPU in a few minutes.
 
     1. pretrain I-JEPA (preset "demo") into runs/demo  -- resumed if a previous demo was interrupted
-    2. evaluate it against the same ViT at random initialisation (linear probe, kNN, low-shot)
+    2. evaluate it against the same ViT at random initialisation and the raw pixels (linear probe, kNN, low-shot)
     3. draw the masks on sample images, the training curves and the probe table
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[1/3] pretraining I-JEPA on the embedded Fashion-MNIST subset ({cfg.steps} steps) -> {out}")
         train(cfg, out, resume=ckpt.exists())
 
-    print("[2/3] evaluating the target encoder vs. the same ViT at random initialisation")
+    print("[2/3] evaluating the target encoder vs. the same ViT at random initialisation and the raw pixels")
     result = evaluate_run(out)
 
     print("[3/3] drawing masks")
@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
                title=f"the demo's masks: 28 px / patch {cfg.patch_size} = {grid[0]}x{grid[1]} grid")
 
     print("\nresults (accuracy on the embedded test split):")
-    print(f"  {'':22s}{'I-JEPA':>8s}{'random init':>13s}")
+    print(f"  {'':22s}{'I-JEPA':>8s}{'random init':>13s}{'raw pixels':>12s}")
     for key in ("linear", "knn", "linear_10_per_class", "linear_1pct"):
-        print(f"  {key:22s}{result['ijepa'][key]:8.3f}{result['random_init'][key]:13.3f}")
+        print(f"  {key:22s}{result['ijepa'][key]:8.3f}{result['random_init'][key]:13.3f}"
+              f"{result['raw_pixels'][key]:12.3f}")
     print(f"\nfigures and files in {out}/: metrics.png (training curves), eval.png (probe table), "
           f"masks_photos.png, masks_fashion.png, eval.json, metrics.jsonl, checkpoint.pt")
 

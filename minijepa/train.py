@@ -397,7 +397,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
 
-    distractor = Distractor.parse(cfg.distractor)  # a bad spec fails here, before any data is loaded
+    distractor = Distractor.parse(cfg.distractor)  # None, or the detail added to every training batch
     data = load_dataset(cfg.data, cfg.train_split)
     mean, std = data.mean_std()
     images = data.images.to(device)  # (N, C, H, W) uint8: small datasets live on the device
