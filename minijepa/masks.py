@@ -8,7 +8,7 @@ Every masker works on a grid of H x W patches (patch index = r * W + c) and retu
 with the invariant that no context patch is a target patch. Row lengths are equal within a batch (so batches
 stack without padding): block sizes are drawn once per batch, positions once per image.
 
-`MultiBlockMasker` is I-JEPA's strategy. It fixes four defects of the reference collator (see IJEPA_NOTES):
+`MultiBlockMasker` is I-JEPA's strategy. It fixes four defects of the reference collator (notebook A1 shows each one):
   1. impossible parameters raise a ValueError instead of looping forever (try a 7x7 grid with big targets);
   2. block origins are uniform over *every* valid position, the last row and column included;
   3. scale and aspect ratio are drawn independently;

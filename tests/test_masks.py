@@ -2,7 +2,7 @@
 
 Multi-block masking is the heart of I-JEPA: 4 target blocks of scale U(0.15, 0.2) and aspect U(0.75, 1.5), and a
 big context block (scale U(0.85, 1.0)) from which every target patch is removed. The reference collator had four
-defects (IJEPA_NOTES): it hung on small grids, never placed a block in the last row/column, drew scale and aspect
+defects (notebook A1): it hung on small grids, never placed a block in the last row/column, drew scale and aspect
 from one random number, and truncated contexts in raster order. Each gets a test that the buggy version would fail.
 """
 from __future__ import annotations
