@@ -351,10 +351,11 @@ def diagnosis_table(summaries: list[dict]) -> str:
 
 # ------------------------------------------------------------------------------------- anti-collapse regularisers
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
-COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and heavy clutter
+COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and distractors
     "predictor depth 2": {"predictor_depth": "2"},
     "batch size 64": {"batch_size": "64"},
     "lr 2e-3": {"lr": "2e-3", "start_lr": "4e-4"},
+    "noise 0.2": {"distractor": "noise:0.2"},
     "clutter 1.0": {"distractor": "clutter:1"},
 }
 
