@@ -2,8 +2,8 @@
 
 Times the real training step (`train.train_step`: forward, backward, AdamW, EMA) on synthetic images with the
 usual masks, and prints images/s, ms/step, model FLOPs per step, achieved FLOP/s, MFU (on a GPU with a known
-peak) and peak memory. Precision and compilation are the training loop's own (`train.resolve_amp`: bf16 or fp16 by
-card on CUDA, float32 elsewhere; `train.compile_networks`). The default "bench" configuration is the one quoted in
+peak) and peak memory. Precision and compilation are the training loop's own (`device.resolve_amp`: bf16 or fp16 by
+card on CUDA, float32 elsewhere; `device.compile_networks`). The default "bench" configuration is the one quoted in
 the README: 32x32 RGB, patch 4 (8x8 grid), ViT-Tiny (192/12/3), predictor 96 wide x 6 deep, 4 targets, batch 64.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import schedules
-from .train import (AMP_MODES, PRESETS, ArgumentParser, Config, build_masker, build_model, check_config,
-                    compile_networks, compile_problem, make_scaler, peak_memory_mb, pick_device, resolve_amp,
-                    step_generator, train_step, user_errors)
+from .device import AMP_MODES, compile_networks, compile_problem, make_scaler, peak_memory_mb, pick_device, resolve_amp
+from .train import (PRESETS, ArgumentParser, Config, build_masker, build_model, check_config, step_generator, train_step,
+                    user_errors)
 
 BENCH = dict(data="cifar10", img_size=32, patch_size=4, dim=192, depth=12, heads=3, predictor_dim=96,
              predictor_depth=6, n_targets=4, batch_size=64)

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from .data import ImageDataset, center_resize, load_dataset, normalise
 from .distractors import EVAL_SEED, Distractor, corrupt_images
-from .train import AMP_DTYPES, AMP_MODES, ArgumentParser, Config, build_model, load_run, pick_device, resolve_amp, \
-    user_errors
+from .device import AMP_DTYPES, AMP_MODES, pick_device, resolve_amp
+from .train import ArgumentParser, Config, build_model, load_run, user_errors
 from .vit import ViT
 
 METRICS = ("linear", "knn", "linear_10_per_class", "linear_1pct")
@@ -55,7 +55,7 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
                      amp: str = "off") -> torch.Tensor:
     """uint8 images (N, C, H, W) -> average-pooled patch tokens (N, D * layers), float32 on the CPU.
     Images are scaled to [0, 1], resized to the encoder's size if they differ, and normalised with mean/std (C,).
-    `amp` is a resolved precision (train.resolve_amp): "bf16" or "fp16" run the encoder under autocast."""
+    `amp` is a resolved precision (device.resolve_amp): "bf16" or "fp16" run the encoder under autocast."""
     if not 1 <= layers <= encoder.depth:
         raise ValueError(f"cannot pool the last {layers} layers of a {encoder.depth}-block encoder")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .distractors import Distractor, corrupt_images
 from .evaluate import (METRICS, corrupted_splits, eval_path, eval_splits, extract_features, knn_accuracy,
-                       pca_whitener, pixel_features)
+                       noise_margin, pca_whitener, pixel_features)
 from .plots import plot_dial, read_metrics
 from .train import PRESETS, ArgumentParser, build_model, load_run, user_errors
 
@@ -229,7 +229,8 @@ def distractors(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan
                 summaries.append(train_and_evaluate(
                     out / name, preset, {"target": t, "seed": str(s), "distractor": spec}, baseline=t == "latent",
                     table_only=not plan.may_train(name), record=record_path(record, name)))
-    return dial_table(dial_rows([s for s in summaries if s is not None]))
+    rows = dial_rows([s for s in summaries if s is not None])
+    return dial_table(rows) + "\n\n" + dial_verdicts(rows)
 
 
 def load_records(folder: str | Path) -> list[dict]:
@@ -279,6 +280,44 @@ def dial_table(rows: list[dict]) -> str:
             spec = "none" if kind == "none" else f"{kind} {strength:g}"
             lines.append(f"| {spec} | {label} | {','.join(str(r['seed']) for r in sorted(group, key=lambda r: r['seed']))} | "
                          + " | ".join(cells + collapse) + " |")
+    return "\n".join(lines)
+
+
+def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a verdict. A gap counts
+    only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
+    accuracy (evaluate.noise_margin); a gap of one seed is said to be that seed's only."""
+    names = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
+    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | verdict | latent − random init |",
+             "|---|---|---|---|---|---|---|"]
+    settings = sorted({(r["kind"], r["strength"]) for r in rows}, key=lambda ks: (ks[0] != "none", ks))
+    for kind, strength in settings:
+        by = {e: {r["seed"]: r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, e)}
+              for e in ("latent", "pixels", "random_init")}
+        seeds = sorted(set(by["latent"]) & set(by["pixels"]))
+        if not seeds:
+            continue
+        for m in metrics:
+            lat, pix = ([100 * by[e][s][m] for s in seeds] for e in ("latent", "pixels"))
+            diffs = [a - b for a, b in zip(lat, pix)]
+            gap = statistics.fmean(diffs)
+            seed_std = (statistics.variance(lat) + statistics.variance(pix)) ** 0.5 if len(seeds) > 1 else 0.0
+            n_test = by["latent"][seeds[0]]["n_test"]
+            spread = max(2 * seed_std, 100 * noise_margin(statistics.fmean(lat) / 100, statistics.fmean(pix) / 100,
+                                                          n_test))
+            winner = "latent" if gap > 0 else "pixels"
+            if abs(gap) <= spread:
+                verdict = "level: within the spread"
+            elif len(seeds) == 1:
+                verdict = f"{winner} ahead, on this seed only"
+            elif all((d > 0) == (gap > 0) for d in diffs):
+                verdict = f"**{winner} ahead** beyond the spread"
+            else:
+                verdict = "the seeds disagree"
+            rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
+            spec = "none" if kind == "none" else f"{kind} {strength:g}"
+            lines.append(f"| {spec} | {names[m]} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
+                         f"{spread:.1f} | {verdict} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
     return "\n".join(lines)
 
 
@@ -390,7 +429,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
        (target = the context encoder under stop-gradient: momentum 0);
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
     3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
-       and without it (seed 0; clutter: both seeds).
+       and without it (seed 0; the distractor settings: both seeds, the distractor study's runs).
     Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
     trained there if missing. Steps 2-3 wait until the sweep has finished."""
     plan = plan or Plan()
@@ -472,6 +511,27 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
             lines.append(summary_row(f"{setting}, pixel targets", pixels))
     return "\n".join(lines)
 
+
+
+def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """The finished runs of the collapse-prone settings (COLLAPSE_PRONE) for one seed, read from the records under
+    `record` (docs/studies): {setting: {"no regulariser": summary, "<reg> <weight>": summary, ...}}. The plain runs
+    of the distractor settings are the distractor study's."""
+    record = Path(record)
+    out = {}
+    for setting, overrides in COLLAPSE_PRONE.items():
+        key = slug(setting)
+        if "distractor" in overrides:
+            plain = record / "distractors" / f"demo-latent-{overrides['distractor'].replace(':', '')}-seed{seed}.json"
+        else:
+            plain = record / "regularisers" / f"demo-{key}-none-seed{seed}.json"
+        paths = {"no regulariser": plain}
+        for path in sorted((record / "regularisers").glob(f"demo-{key}-*-seed{seed}.json")):
+            _, reg, weight, _ = path.stem.rsplit("-", 3)  # demo-<setting>-<reg>-<weight>-seed<N>
+            if reg in ("vicreg", "sigreg"):
+                paths[f"{reg} {weight}"] = path
+        out[setting] = {label: json.loads(path.read_text()) for label, path in paths.items() if path.exists()}
+    return out
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:

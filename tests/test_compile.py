@@ -12,8 +12,8 @@ from test_train import tiny
 from torch._dynamo.utils import counters
 
 from minijepa import schedules
-from minijepa.train import (Config, build_masker, build_model, compile_networks, compile_problem, step_generator, train,
-                            train_step)
+from minijepa.device import compile_networks, compile_problem
+from minijepa.train import Config, build_masker, build_model, step_generator, train, train_step
 
 SMALL = dict(data="cifar10", img_size=24, patch_size=4, dim=32, depth=1, heads=2, predictor_dim=16, predictor_depth=1)
 

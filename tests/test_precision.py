@@ -14,8 +14,9 @@ from test_train import tiny
 
 import minijepa.train as train_module
 from minijepa.evaluate import extract_features
+from minijepa.device import make_scaler, pick_device, resolve_amp
 from minijepa.train import (Config, TrainingDiverged, TrainingInterrupted, build_masker, build_model, config_from_dict,
-                            load_checkpoint, make_scaler, pick_device, resolve_amp, step_generator, train, train_step)
+                            load_checkpoint, step_generator, train, train_step)
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 

@@ -205,3 +205,45 @@ def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
     (record / f"{run_dir.name}.json").write_text(json.dumps(summary))
     table = study.diagnosis_table(study.diagnose_records(tmp_path / "distractors", record)).splitlines()
     assert table[2].startswith("| noise:0.5 | I-JEPA (latent targets) | 1 |") and len(table) == 5
+
+
+def dial_row(kind: str, strength: float, encoder: str, seed: int, acc: float) -> dict:
+    return dict(kind=kind, strength=strength, encoder=encoder, seed=seed, n_test=1000,
+                **{m: acc for m in METRICS})
+
+
+def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise():
+    rows = []
+    for seed, (lat, pix) in enumerate([(0.70, 0.60), (0.72, 0.61)]):  # noise 0.4: latent ahead on both seeds by ~10
+        rows += [dial_row("noise", 0.4, "latent", seed, lat), dial_row("noise", 0.4, "pixels", seed, pix),
+                 dial_row("noise", 0.4, "random_init", seed, 0.5)]
+    for seed, (lat, pix) in enumerate([(0.60, 0.59), (0.61, 0.60)]):  # none: 1 point, inside 2 s.e. (~3 points)
+        rows += [dial_row("none", 0.0, "latent", seed, lat), dial_row("none", 0.0, "pixels", seed, pix)]
+    rows += [dial_row("clutter", 0.5, "latent", 0, 0.50), dial_row("clutter", 0.5, "pixels", 0, 0.60)]  # one seed
+    lines = study.dial_verdicts(rows, metrics=("knn",)).splitlines()[2:]
+    by_setting = {line.split(" | ")[0].lstrip("| "): line for line in lines}
+    assert "level: within the spread" in by_setting["none"]
+    assert "| -10.0 | " in by_setting["clutter 0.5"] and "pixels ahead, on this seed only" in by_setting["clutter 0.5"]
+    assert "+10.0, +11.0 | +10.5 |" in by_setting["noise 0.4"] and "**latent ahead** beyond the spread" in \
+        by_setting["noise 0.4"]
+    assert by_setting["noise 0.4"].endswith("| +21.0 |")  # latent minus random init, mean over seeds
+    rows[0]["knn"] = 0.50  # seed 0 now has pixels ahead by 10: the seeds disagree, and the spread grows with them
+    noisy = {l.split(" | ")[0].lstrip("| "): l for l in study.dial_verdicts(rows, ("knn",)).splitlines()[2:]}
+    assert "latent ahead" not in noisy["noise 0.4"]
+
+
+def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(tmp_path):
+    for folder, name in [("regularisers", "demo-predictor-depth-2-none-seed0"),
+                         ("regularisers", "demo-predictor-depth-2-sigreg-0.1-seed0"),
+                         ("regularisers", "demo-predictor-depth-2-sigreg-0.1-seed1"),  # another seed: not this one's
+                         ("regularisers", "demo-sigreg-0.1-seed0"),  # the sweep: no collapse-prone setting
+                         ("distractors", "demo-latent-noise0.2-seed0"),
+                         ("distractors", "demo-pixels-noise0.2-seed0")]:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"{name}.json").write_text(json.dumps({"name": name}))
+    runs = study.collapse_prone_runs(tmp_path)
+    assert list(runs) == list(study.COLLAPSE_PRONE)
+    assert {k: v["name"] for k, v in runs["predictor depth 2"].items()} == {
+        "no regulariser": "demo-predictor-depth-2-none-seed0", "sigreg 0.1": "demo-predictor-depth-2-sigreg-0.1-seed0"}
+    assert {k: v["name"] for k, v in runs["noise 0.2"].items()} == {"no regulariser": "demo-latent-noise0.2-seed0"}
+    assert runs["batch size 64"] == {}
