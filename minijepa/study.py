@@ -465,7 +465,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     base = {t: plain(t, 0) for t in ("latent", "pixels")}
     sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
              for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
-    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "", cols.format("demo, seed 0"), rule]
+    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "", cols.format("regulariser sweep, demo, seed 0"), rule]
     if base["latent"] is not None:
         lines += [summary_row("random init", [base["latent"]], "random_init"),
                   summary_row("raw pixels", [base["latent"]], "raw_pixels")]
@@ -498,7 +498,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
                                             record=record_path(compare_record, f"fashion-cpu-{t}-seed{s}"))
                          for s in seeds] for t in ("latent", "pixels")}
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
-              cols.format("fashion-cpu"), rule,
+              cols.format("regulariser study, fashion-cpu"), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
               plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], "I-JEPA (latent targets)", seeds),
