@@ -384,7 +384,7 @@ def diagnosis_table(summaries: list[dict]) -> str:
     for (spec, encoder), ds in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), list(ENCODERS).index(
             kv[0][1]))):
         share = f"{statistics.fmean(d['distractor_share'] for d in ds):.3f}" if "distractor_share" in ds[0] else ""
-        lines.append(f"| {spec} | {ENCODERS[encoder]} | {len(ds)} | {pm([d['knn'] for d in ds])} | "
+        lines.append(f"| {spec.replace(':', ' ')} | {ENCODERS[encoder]} | {len(ds)} | {pm([d['knn'] for d in ds])} | "
                      f"{pm([d['knn_whitened'] for d in ds])} | {share} |")
     return "\n".join(lines)
 
