@@ -525,7 +525,6 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     return "\n".join(lines)
 
 
-
 def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:
     """The finished runs of the collapse-prone settings (COLLAPSE_PRONE) for one seed, read from the records under
     `record` (docs/studies): {setting: {"no regulariser": summary, "<reg> <weight>": summary, ...}}. The plain runs
