@@ -204,7 +204,7 @@ def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
     summary = {"result": {"config": {"distractor": "noise:0.5", "target": "latent", "seed": 0}}}
     (record / f"{run_dir.name}.json").write_text(json.dumps(summary))
     table = study.diagnosis_table(study.diagnose_records(tmp_path / "distractors", record)).splitlines()
-    assert table[2].startswith("| noise:0.5 | I-JEPA (latent targets) | 1 |") and len(table) == 5
+    assert table[2].startswith("| noise 0.5 | I-JEPA (latent targets) | 1 |") and len(table) == 5
 
 
 def dial_row(kind: str, strength: float, encoder: str, seed: int, acc: float) -> dict:
