@@ -19,8 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import schedules
 from .device import AMP_MODES, compile_networks, compile_problem, make_scaler, peak_memory_mb, pick_device, resolve_amp
-from .train import (PRESETS, ArgumentParser, Config, build_masker, build_model, check_config, step_generator, train_step,
-                    user_errors)
+from .train import (PRESETS, ArgumentParser, Config, build_masker, build_model, check_config, step_generator,
+                    train_step, user_errors)
 
 BENCH = dict(data="cifar10", img_size=32, patch_size=4, dim=192, depth=12, heads=3, predictor_dim=96,
              predictor_depth=6, n_targets=4, batch_size=64)

@@ -140,6 +140,12 @@ def noise_margin(a: float, b: float, n_test: int) -> float:
     return 2 * (p * (1 - p) / n_test) ** 0.5
 
 
+def spread_margin(a: float, b: float, std_a: float, std_b: float, n_test: int) -> float:
+    """How far apart two mean accuracies a and b (with seed stds std_a, std_b; 0 for one seed) must be to count as
+    a difference: twice their combined seed std, and at least `noise_margin`. All as fractions."""
+    return max(2 * (std_a ** 2 + std_b ** 2) ** 0.5, noise_margin(a, b, n_test))
+
+
 def low_shot_indices(labels: torch.Tensor, per_class: int | None = None, fraction: float | None = None,
                      seed: int = 0) -> torch.Tensor:
     """A class-balanced labeled subset (sorted indices): `per_class` images of each class, or `fraction` of each

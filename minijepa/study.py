@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .distractors import Distractor, corrupt_images
 from .evaluate import (METRICS, corrupted_splits, eval_path, eval_splits, extract_features, knn_accuracy,
-                       noise_margin, pca_whitener, pixel_features)
+                       pca_whitener, pixel_features, spread_margin)
 from .plots import plot_dial, read_metrics
 from .results import markdown_tables
 from .train import PRESETS, ArgumentParser, build_model, load_run, user_errors
@@ -215,6 +215,11 @@ def distractor_specs(kinds: tuple[str, ...] = tuple(DIAL)) -> list[str]:
     return ["none"] + [f"{kind}:{s:g}" for kind in kinds for s in DIAL[kind]]
 
 
+def dial_run(preset: str, target: str, spec: str, seed: int) -> str:
+    """The name of a distractor-study run (its folder and record): e.g. demo-latent-noise0.2-seed1."""
+    return f"{preset}-{target}-{spec.replace(':', '')}-seed{seed}"
+
+
 def distractors(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan: Plan | None = None,
                 record: Path | None = None, kinds: tuple[str, ...] = tuple(DIAL)) -> str:
     """Latent vs pixel targets, with every distractor of DIAL (or of `kinds`) and none, over seeds (seed-major: one
@@ -226,7 +231,7 @@ def distractors(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan
     for s in seeds:
         for spec in specs:
             for t in ("latent", "pixels"):
-                name = f"{preset}-{t}-{spec.replace(':', '')}-seed{s}"
+                name = dial_run(preset, t, spec, s)
                 summaries.append(train_and_evaluate(
                     out / name, preset, {"target": t, "seed": str(s), "distractor": spec}, baseline=t == "latent",
                     table_only=not plan.may_train(name), record=record_path(record, name)))
@@ -261,14 +266,20 @@ def dial_rows(summaries: list[dict]) -> list[dict]:
     return rows
 
 
+def dial_settings(rows: list[dict]) -> list[tuple[str, float, str]]:
+    """The distractor settings present in dial rows, clean first: (kind, strength, label such as "noise 0.2")."""
+    settings = sorted({(r["kind"], r["strength"]) for r in rows}, key=lambda ks: (ks[0] != "none", ks))
+    return [(k, x, "none" if k == "none" else f"{k} {x:g}") for k, x in settings]
+
+
 def dial_table(rows: list[dict]) -> str:
     """One line per (distractor, encoder): mean ± std over the seeds that finished."""
     n10 = next((r["n_10_per_class"] for r in rows if r["n_10_per_class"]), "?")
     n1 = next((r["n_1pct"] for r in rows if r["n_1pct"]), "?")
     lines = [f"| distractor | encoder | seeds | linear | kNN | 10 / class ({n10} labels) | 1 % ({n1} labels) | "
-             f"clean kNN | clean 10 / class | feature std | eff. rank |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    settings = sorted({(r["kind"], r["strength"]) for r in rows}, key=lambda ks: (ks[0] != "none", ks))
-    for kind, strength in settings:
+             f"clean kNN | clean 10 / class | feature std | eff. rank |", "|---" * 11 + "|"]
+    settings = dial_settings(rows)
+    for kind, strength, spec in settings:
         for encoder, label in ENCODERS.items():
             group = [r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, encoder)]
             if not group:
@@ -278,21 +289,20 @@ def dial_table(rows: list[dict]) -> str:
             collapse = ["", ""] if encoder not in ("latent", "pixels") else \
                 [f"{statistics.fmean(r['feat_std'] for r in group):.3f}",
                  f"{statistics.fmean(r['erank'] for r in group):.1f}"]
-            spec = "none" if kind == "none" else f"{kind} {strength:g}"
-            lines.append(f"| {spec} | {label} | {','.join(str(r['seed']) for r in sorted(group, key=lambda r: r['seed']))} | "
-                         + " | ".join(cells + collapse) + " |")
+            seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+            lines.append(f"| {spec} | {label} | {seeds} | " + " | ".join(cells + collapse) + " |")
     return "\n".join(lines)
 
 
 def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a verdict. A gap counts
     only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
-    accuracy (evaluate.noise_margin); a gap of one seed is said to be that seed's only."""
+    accuracy (evaluate.spread_margin); a gap of one seed is said to be that seed's only."""
     names = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
-    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | verdict | latent − random init |",
-             "|---|---|---|---|---|---|---|"]
-    settings = sorted({(r["kind"], r["strength"]) for r in rows}, key=lambda ks: (ks[0] != "none", ks))
-    for kind, strength in settings:
+    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | verdict | "
+             "latent − random init |", "|---" * 7 + "|"]
+    settings = dial_settings(rows)
+    for kind, strength, spec in settings:
         by = {e: {r["seed"]: r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, e)}
               for e in ("latent", "pixels", "random_init")}
         seeds = sorted(set(by["latent"]) & set(by["pixels"]))
@@ -302,10 +312,9 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
             lat, pix = ([100 * by[e][s][m] for s in seeds] for e in ("latent", "pixels"))
             diffs = [a - b for a, b in zip(lat, pix)]
             gap = statistics.fmean(diffs)
-            seed_std = (statistics.variance(lat) + statistics.variance(pix)) ** 0.5 if len(seeds) > 1 else 0.0
-            n_test = by["latent"][seeds[0]]["n_test"]
-            spread = max(2 * seed_std, 100 * noise_margin(statistics.fmean(lat) / 100, statistics.fmean(pix) / 100,
-                                                          n_test))
+            sd_lat, sd_pix = (statistics.stdev(v) if len(v) > 1 else 0.0 for v in (lat, pix))
+            spread = 100 * spread_margin(statistics.fmean(lat) / 100, statistics.fmean(pix) / 100, sd_lat / 100,
+                                         sd_pix / 100, by["latent"][seeds[0]]["n_test"])
             winner = "latent" if gap > 0 else "pixels"
             if abs(gap) <= spread:
                 verdict = "level: within the spread"
@@ -316,7 +325,6 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
             else:
                 verdict = "the seeds disagree"
             rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
-            spec = "none" if kind == "none" else f"{kind} {strength:g}"
             lines.append(f"| {spec} | {names[m]} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
                          f"{spread:.1f} | {verdict} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
     return "\n".join(lines)
@@ -435,6 +443,12 @@ def plain_fashion_row(label: str, summaries: list[dict | None], results_row: str
     return f"| {label} (docs/results.md) | " + " | ".join(list(table["rows"][results_row].values())[:4]) + " |  |  |  |"
 
 
+def collapse_run(setting: str, reg: str, seed: int) -> str:
+    """The name of a collapse-prone run of the regulariser study: reg is "none" or "<reg>-<weight>", e.g.
+    demo-predictor-depth-2-vicreg-1-seed0."""
+    return f"demo-{slug(setting)}-{reg}-seed{seed}"
+
+
 def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None, seeds: list[int] = (0, 1)) -> str:
     """VICReg and SIGReg on the context encoder's output, against plain I-JEPA (regularisers.py):
     1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the best weight of each (by
@@ -455,7 +469,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
                                   table_only=not plan.may_train(name), record=record_path(rec, name))
 
     def plain(target: str, seed: int, distractor: str = "none") -> dict | None:
-        return go(f"demo-{target}-{distractor.replace(':', '')}-seed{seed}", "demo",
+        return go(dial_run("demo", target, distractor, seed), "demo",
                   {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
                   shared=True)
 
@@ -508,15 +522,14 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
               cols.format("setting"), rule]
     for setting, overrides in COLLAPSE_PRONE.items():
-        key = slug(setting)
         if "distractor" in overrides:
             spec = overrides["distractor"]
             without = [plain("latent", s, spec) for s in seeds]
             pixels = [plain("pixels", s, spec) for s in seeds]
         else:
-            without = [go(f"demo-{key}-none-seed0", "demo", {**overrides, "seed": "0"})]
+            without = [go(collapse_run(setting, "none", 0), "demo", {**overrides, "seed": "0"})]
             pixels = []
-        with_reg = [go(f"demo-{key}-{top}-{best[top]:g}-seed{s}", "demo", {**overrides, **flags, "seed": str(s)})
+        with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
                     for s in seeds]
         lines += [summary_row(f"{setting}, no regulariser", without),
                   summary_row(f"{setting}, {top} {best[top]:g}", with_reg, seeds=len(seeds))]
@@ -532,13 +545,12 @@ def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str
     record = Path(record)
     out = {}
     for setting, overrides in COLLAPSE_PRONE.items():
-        key = slug(setting)
         if "distractor" in overrides:
-            plain = record / "distractors" / f"demo-latent-{overrides['distractor'].replace(':', '')}-seed{seed}.json"
+            plain = record / "distractors" / f"{dial_run('demo', 'latent', overrides['distractor'], seed)}.json"
         else:
-            plain = record / "regularisers" / f"demo-{key}-none-seed{seed}.json"
+            plain = record / "regularisers" / f"{collapse_run(setting, 'none', seed)}.json"
         paths = {"no regulariser": plain}
-        for path in sorted((record / "regularisers").glob(f"demo-{key}-*-seed{seed}.json")):
+        for path in sorted((record / "regularisers").glob(f"{collapse_run(setting, '*', seed)}.json")):
             _, reg, weight, _ = path.stem.rsplit("-", 3)  # demo-<setting>-<reg>-<weight>-seed<N>
             if reg in ("vicreg", "sigreg"):
                 paths[f"{reg} {weight}"] = path

@@ -9,7 +9,8 @@ import torch
 from minijepa.data import load_dataset
 from minijepa.data import normalise
 from minijepa.evaluate import (METRICS, evaluate_run, extract_features, knn_accuracy, linear_probe,
-                               low_shot_indices, main, noise_margin, pixel_features, raw_pixel_baseline)
+                               low_shot_indices, main, noise_margin, pixel_features, raw_pixel_baseline,
+                               spread_margin)
 from minijepa.train import CheckpointError, Config, train
 from minijepa.vit import ViT
 
@@ -165,3 +166,8 @@ def test_noise_margin_is_two_binomial_standard_errors():
     assert noise_margin(0.7, 0.8, 10_000) == noise_margin(0.8, 0.7, 10_000)
     assert noise_margin(0.8, 0.8, 40_000) == pytest.approx(0.004)
     assert noise_margin(1.0, 1.0, 100) == 0.0
+
+
+def test_spread_margin_is_the_larger_of_twice_the_seed_spread_and_the_test_noise():
+    assert spread_margin(0.8, 0.7, 0.0, 0.0, 10_000) == noise_margin(0.8, 0.7, 10_000)  # one seed: test noise only
+    assert spread_margin(0.8, 0.7, 0.03, 0.04, 10_000) == pytest.approx(0.1)  # 2 * sqrt(0.03^2 + 0.04^2)
