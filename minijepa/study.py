@@ -1,4 +1,4 @@
-"""The studies behind docs/results.md: `python -m minijepa.study {ablations,compare,distractors} [--out runs/study]`.
+"""The studies behind docs/results.md: `python -m minijepa.study {ablations,compare,distractors,regularisers}`.
 
     ablations  the `demo` preset (embedded Fashion-MNIST subset), one knob changed at a time (target normalisation,
                EMA momentum, learning rate down and up, predictor depth and width, crop scale, batch size,
@@ -10,6 +10,8 @@
     distractors  latent vs pixel targets as unpredictable detail is turned up (distractors.py): i.i.d. noise and
                photo clutter at three strengths each, and none, over seeds, on the `demo` preset; draws the dial
                figure (OUT/distractors.png)
+    regularisers  VICReg and SIGReg against collapse (regularisers.py): a weight sweep on `demo`, the best weights on
+               `fashion-cpu`, and the collapse-prone settings with and without, with verdicts against pixel targets
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
 and the command lines are printed, so any row can be reproduced by hand. Each finished run leaves a small record
@@ -33,7 +35,7 @@ from .distractors import Distractor, corrupt_images
 from .evaluate import (METRICS, corrupted_splits, eval_path, eval_splits, extract_features, knn_accuracy,
                        pca_whitener, pixel_features, spread_margin)
 from .plots import plot_dial, read_metrics
-from .results import markdown_tables
+from .results import markdown_tables, mean_std
 from .train import PRESETS, ArgumentParser, build_model, load_run, user_errors
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
@@ -294,11 +296,36 @@ def dial_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """The mean and the seed std (0 for one seed) of a row's values."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
+                names: tuple[str, str]) -> tuple[float, str]:
+    """Is row a ahead of row b? a, b: (mean, seed std) of one read-out in %. The gap of the means counts only beyond
+    the spread: twice the combined seed std, and at least 2 standard errors of one test accuracy
+    (evaluate.spread_margin). `diffs`: a - b seed by seed where both rows have the seed; one such seed makes the
+    verdict that seed's only, seeds that disagree in sign make none. Returns (spread, verdict)."""
+    gap = a[0] - b[0]
+    spread = 100 * spread_margin(a[0] / 100, b[0] / 100, a[1] / 100, b[1] / 100, n_test)
+    winner = names[0] if gap > 0 else names[1]
+    if abs(gap) <= spread:
+        return spread, "level: within the spread"
+    if len(diffs) == 1:
+        return spread, f"{winner} ahead, on this seed only"
+    if any((d > 0) != (gap > 0) for d in diffs):
+        return spread, "the seeds disagree"
+    return spread, f"**{winner} ahead** beyond the spread"
+
+
 def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a verdict. A gap counts
     only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
-    accuracy (evaluate.spread_margin); a gap of one seed is said to be that seed's only."""
-    names = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
+    accuracy (`gap_verdict`); a gap of one seed is said to be that seed's only."""
     lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | verdict | "
              "latent − random init |", "|---" * 7 + "|"]
     settings = dial_settings(rows)
@@ -312,20 +339,10 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
             lat, pix = ([100 * by[e][s][m] for s in seeds] for e in ("latent", "pixels"))
             diffs = [a - b for a, b in zip(lat, pix)]
             gap = statistics.fmean(diffs)
-            sd_lat, sd_pix = (statistics.stdev(v) if len(v) > 1 else 0.0 for v in (lat, pix))
-            spread = 100 * spread_margin(statistics.fmean(lat) / 100, statistics.fmean(pix) / 100, sd_lat / 100,
-                                         sd_pix / 100, by["latent"][seeds[0]]["n_test"])
-            winner = "latent" if gap > 0 else "pixels"
-            if abs(gap) <= spread:
-                verdict = "level: within the spread"
-            elif len(seeds) == 1:
-                verdict = f"{winner} ahead, on this seed only"
-            elif all((d > 0) == (gap > 0) for d in diffs):
-                verdict = f"**{winner} ahead** beyond the spread"
-            else:
-                verdict = "the seeds disagree"
+            spread, verdict = gap_verdict(mean_sd(lat), mean_sd(pix), by["latent"][seeds[0]]["n_test"], diffs,
+                                          ("latent", "pixels"))
             rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
-            lines.append(f"| {spec} | {names[m]} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
+            lines.append(f"| {spec} | {READOUTS[m]} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
                          f"{spread:.1f} | {verdict} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
     return "\n".join(lines)
 
@@ -431,16 +448,45 @@ def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", se
     return f"| {label}{note} | " + " | ".join(cells) + " |"
 
 
+def results_md_cells(results_row: str, seeds: list[int]) -> list[str] | None:
+    """The four read-outs (METRICS order) of a row of docs/results.md's fashion-cpu table over `seeds`, as printed
+    ("80.7 ± 1.2"), or None if the table has no such row."""
+    title = f"fashion-cpu, {len(seeds)} seed(s)"
+    table = next((t for t in markdown_tables() if t["title"] == title and results_row in t["rows"]), None)
+    return None if table is None else list(table["rows"][results_row].values())[:len(METRICS)]
+
+
 def plain_fashion_row(label: str, summaries: list[dict | None], results_row: str, seeds: list[int]) -> str:
     """A plain fashion-cpu row of the regulariser study: from the compare study's run records, or, for runs made
     before studies kept records, its four read-outs as docs/results.md (section 1) gives them."""
-    if any(summaries):
+    cells = None if any(summaries) else results_md_cells(results_row, seeds)
+    if cells is None:
         return summary_row(label, summaries, seeds=len(seeds))
-    title = f"fashion-cpu, {len(seeds)} seed(s)"
-    table = next((t for t in markdown_tables() if t["title"] == title and results_row in t["rows"]), None)
-    if table is None:
-        return summary_row(label, summaries, seeds=len(seeds))
-    return f"| {label} (docs/results.md) | " + " | ".join(list(table["rows"][results_row].values())[:4]) + " |  |  |  |"
+    return f"| {label} (docs/results.md) | " + " | ".join(cells) + " |  |  |  |"
+
+
+def regulariser_verdicts(contrasts: list[tuple], seeds: list[int],
+                         metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """The regularised latent targets against a reference row, per setting and read-out (`gap_verdict`).
+    contrasts: (setting, label, summaries over `seeds`, reference label, reference) where the reference is a list
+    of summaries over `seeds` (seed 0 alone where it has one run) or {metric: (mean, std)} (docs/results.md)."""
+    lines = ["| setting | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
+    for setting, label, runs, ref_label, ref in contrasts:
+        for m in metrics:
+            mine = {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, runs) if r is not None}
+            theirs = {} if isinstance(ref, dict) else \
+                {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, ref) if r is not None}
+            other = ref[m] if isinstance(ref, dict) else (mean_sd(list(theirs.values())) if theirs else None)
+            if not mine or other is None:
+                continue
+            diffs = [mine[s] - theirs[s] for s in mine if s in theirs]
+            n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
+            spread, verdict = gap_verdict(mean_sd(list(mine.values())), other, n_test, diffs, (label, ref_label))
+            gap = mean_sd(list(mine.values()))[0] - other[0]
+            lines.append(f"| {setting} | {READOUTS[m]} | {label} − {ref_label} | "
+                         f"{', '.join(f'{d:+.1f}' for d in diffs) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
+                         f"{verdict} |")
+    return "\n".join(lines)
 
 
 def collapse_run(setting: str, reg: str, seed: int) -> str:
@@ -521,6 +567,14 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
               cols.format("setting"), rule]
+    top_label = f"{top} {best[top]:g}"
+    contrasts = []
+    for reg in best:
+        for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
+            cells = None if any(plain_fashion[t]) else results_md_cells(
+                {"pixels": "pixel targets", "latent": "I-JEPA (latent targets)"}[t], seeds)
+            ref = plain_fashion[t] if cells is None else dict(zip(METRICS, map(mean_std, cells)))
+            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, ref))
     for setting, overrides in COLLAPSE_PRONE.items():
         if "distractor" in overrides:
             spec = overrides["distractor"]
@@ -532,9 +586,13 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
         with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
                     for s in seeds]
         lines += [summary_row(f"{setting}, no regulariser", without),
-                  summary_row(f"{setting}, {top} {best[top]:g}", with_reg, seeds=len(seeds))]
+                  summary_row(f"{setting}, {top_label}", with_reg, seeds=len(seeds))]
         if pixels:
             lines.append(summary_row(f"{setting}, pixel targets", pixels))
+            contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
+        contrasts.append((setting, top_label, with_reg, "no regulariser", without))
+    lines += ["", "**Verdicts** (regularised latent targets minus the reference row; seed by seed where both rows "
+              "have the seed)", "", regulariser_verdicts(contrasts, seeds)]
     return "\n".join(lines)
 
 

@@ -178,7 +178,9 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     monkeypatch.setattr(study, "run", fake_subprocess)
     table = study.regularisers(tmp_path / "regularisers", study.Plan(only=set()))  # nothing may train yet
     assert table.endswith("(the rest waits until the sweep has finished)") and not started
-    study.regularisers(tmp_path / "regularisers")
+    table = study.regularisers(tmp_path / "regularisers")
+    assert "| fashion-cpu | kNN | sigreg 0.1 − pixel targets | unpaired |" in table  # docs/results.md's row
+    assert "| lr 2e-3 | 10 / class | sigreg 0.1 − no regulariser | +0.0 | +0.0 |" in table  # seed 0 only
     assert started[:8] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-vicreg-0.01-seed0",
                            "demo-vicreg-0.1-seed0", "demo-vicreg-1-seed0", "demo-sigreg-0.01-seed0",
                            "demo-sigreg-0.1-seed0", "demo-sigreg-1-seed0"]
@@ -247,3 +249,21 @@ def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(
         "no regulariser": "demo-predictor-depth-2-none-seed0", "sigreg 0.1": "demo-predictor-depth-2-sigreg-0.1-seed0"}
     assert {k: v["name"] for k, v in runs["noise 0.2"].items()} == {"no regulariser": "demo-latent-noise0.2-seed0"}
     assert runs["batch size 64"] == {}
+
+
+def test_regulariser_verdicts_pair_seeds_where_both_rows_have_them():
+    def summary(acc: float) -> dict:
+        return {"result": {"ijepa": {"knn": acc, "linear_10_per_class": acc, "n_test": 1000}}}
+
+    reg = [summary(0.70), summary(0.72)]  # seeds 0 and 1
+    contrasts = [("noise 0.2", "vicreg 1", reg, "pixel targets", [summary(0.60), summary(0.61)]),
+                 ("lr 2e-3", "vicreg 1", reg, "no regulariser", [summary(0.40)]),  # seed 0 only
+                 ("fashion-cpu", "vicreg 1", reg, "pixel targets", {"knn": (69.0, 0.5), "linear_10_per_class":
+                                                                     (71.0, 0.5)})]  # docs/results.md: mean ± std
+    lines = study.regulariser_verdicts(contrasts, [0, 1]).splitlines()[2:]
+    assert len(lines) == 6  # 3 contrasts x 2 read-outs; spread: twice the combined seed std, 2 x (2 + 0.5) ** 0.5
+    assert lines[0] == ("| noise 0.2 | kNN | vicreg 1 − pixel targets | +10.0, +11.0 | +10.5 | 3.2 | "
+                        "**vicreg 1 ahead** beyond the spread |")
+    assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
+    assert "| unpaired | +2.0 |" in lines[4] and "level: within the spread" in lines[4]
+    assert "| unpaired | +0.0 |" in lines[5]
