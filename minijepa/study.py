@@ -470,7 +470,7 @@ def regulariser_verdicts(contrasts: list[tuple], seeds: list[int],
     """The regularised latent targets against a reference row, per setting and read-out (`gap_verdict`).
     contrasts: (setting, label, summaries over `seeds`, reference label, reference) where the reference is a list
     of summaries over `seeds` (seed 0 alone where it has one run) or {metric: (mean, std)} (docs/results.md)."""
-    lines = ["| setting | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
+    lines = ["| regulariser verdicts | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         for m in metrics:
             mine = {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, runs) if r is not None}
@@ -566,7 +566,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
-              cols.format("setting"), rule]
+              cols.format("collapse-prone setting, demo"), rule]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
     for reg in best:
