@@ -479,12 +479,13 @@ def regulariser_verdicts(contrasts: list[tuple], seeds: list[int],
             other = ref[m] if isinstance(ref, dict) else (mean_sd(list(theirs.values())) if theirs else None)
             if not mine or other is None:
                 continue
-            diffs = [mine[s] - theirs[s] for s in mine if s in theirs]
+            gap = mean_sd(list(mine.values()))[0] - other[0]
+            diffs = [mine[s] - theirs[s] for s in mine if s in theirs] or ([gap] if len(mine) == 1 else [])
             n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
             spread, verdict = gap_verdict(mean_sd(list(mine.values())), other, n_test, diffs, (label, ref_label))
-            gap = mean_sd(list(mine.values()))[0] - other[0]
+            paired = [f"{mine[s] - theirs[s]:+.1f}" for s in mine if s in theirs]
             lines.append(f"| {setting} | {READOUTS[m]} | {label} − {ref_label} | "
-                         f"{', '.join(f'{d:+.1f}' for d in diffs) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
+                         f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
                          f"{verdict} |")
     return "\n".join(lines)
 
@@ -502,7 +503,8 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
        (target = the context encoder under stop-gradient: momentum 0);
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
     3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
-       and without it (seed 0; the distractor settings: both seeds, the distractor study's runs).
+       and without it (seed 0; the distractor settings: both seeds, the distractor study's runs);
+    then the verdicts: the regularised rows against pixel targets and plain I-JEPA (`regulariser_verdicts`).
     Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
     trained there if missing. Steps 2-3 wait until the sweep has finished."""
     plan = plan or Plan()

@@ -267,3 +267,6 @@ def test_regulariser_verdicts_pair_seeds_where_both_rows_have_them():
     assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
     assert "| unpaired | +2.0 |" in lines[4] and "level: within the spread" in lines[4]
     assert "| unpaired | +0.0 |" in lines[5]
+    one_seed = study.regulariser_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
+                                            {"knn": (69.0, 0.5), "linear_10_per_class": (69.0, 0.5)})], [0, 1])
+    assert one_seed.splitlines()[2].endswith("vicreg 1 ahead, on this seed only |")  # one run is one seed's result
