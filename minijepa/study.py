@@ -112,10 +112,15 @@ def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseli
     return summary
 
 
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """The mean and the seed std (0 for one seed) of a row's values."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def pm(values: list[float]) -> str:
     """Mean ± std over seeds, in %."""
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+    mean, std = mean_sd(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
 
 
 def headers(result: dict) -> list[str]:
@@ -299,11 +304,6 @@ def dial_table(rows: list[dict]) -> str:
 READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """The mean and the seed std (0 for one seed) of a row's values."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
                 names: tuple[str, str]) -> tuple[float, str]:
     """Is row a ahead of row b? a, b: (mean, seed std) of one read-out in %. The gap of the means counts only beyond
@@ -479,10 +479,11 @@ def regulariser_verdicts(contrasts: list[tuple], seeds: list[int],
             other = ref[m] if isinstance(ref, dict) else (mean_sd(list(theirs.values())) if theirs else None)
             if not mine or other is None:
                 continue
-            gap = mean_sd(list(mine.values()))[0] - other[0]
+            stats = mean_sd(list(mine.values()))
+            gap = stats[0] - other[0]
             diffs = [mine[s] - theirs[s] for s in mine if s in theirs] or ([gap] if len(mine) == 1 else [])
             n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
-            spread, verdict = gap_verdict(mean_sd(list(mine.values())), other, n_test, diffs, (label, ref_label))
+            spread, verdict = gap_verdict(stats, other, n_test, diffs, (label, ref_label))
             paired = [f"{mine[s] - theirs[s]:+.1f}" for s in mine if s in theirs]
             lines.append(f"| {setting} | {READOUTS[m]} | {label} − {ref_label} | "
                          f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
@@ -563,8 +564,8 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
               cols.format("regulariser study, fashion-cpu"), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
-              plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], "I-JEPA (latent targets)", seeds),
-              plain_fashion_row("pixel targets", plain_fashion["pixels"], "pixel targets", seeds)]
+              plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], ENCODERS["latent"], seeds),
+              plain_fashion_row("pixel targets", plain_fashion["pixels"], ENCODERS["pixels"], seeds)]
     lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
@@ -573,8 +574,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     contrasts = []
     for reg in best:
         for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
-            cells = None if any(plain_fashion[t]) else results_md_cells(
-                {"pixels": "pixel targets", "latent": "I-JEPA (latent targets)"}[t], seeds)
+            cells = None if any(plain_fashion[t]) else results_md_cells(ENCODERS[t], seeds)
             ref = plain_fashion[t] if cells is None else dict(zip(METRICS, map(mean_std, cells)))
             contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, ref))
     for setting, overrides in COLLAPSE_PRONE.items():
