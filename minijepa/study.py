@@ -198,6 +198,8 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: in
     for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"), ("pixel targets", "pixels", "ijepa"),
                               ("random init", "latent", "random_init"), ("raw pixels", "latent", "raw_pixels")):
         per_seed = [runs[target, s] for s in seeds if runs[target, s] is not None]
+        if key == "raw_pixels":  # no training seed: every run reads out the same pixels
+            per_seed = per_seed[:1]
         if not per_seed or key not in per_seed[0]["result"]:
             lines.append(f"| {name} | not run yet |")
             continue
@@ -206,7 +208,22 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: in
         seeds_note = "" if len(per_seed) == len(seeds) or key == "raw_pixels" else f" ({len(per_seed)} seed(s) so far)"
         lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
                                                           for m in METRICS) + f" | {speed} |")
+    if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done:
+        lines += ["", f"**Verdicts** ({loss} minus the L2 rows of docs/results.md, section 1)", "",
+                  loss_verdicts(loss, [[runs[t, s] for s in seeds] for t in ("latent", "pixels")], seeds)]
     return "\n".join(lines)
+
+
+def loss_verdicts(loss: str, runs: list[list[dict | None]], seeds: list[int]) -> str:
+    """Each target trained with `loss` against the same target trained with L2, as docs/results.md's fashion-cpu
+    table gives it (those runs predate records, so the seeds are unpaired). runs: [latent, pixels] over `seeds`."""
+    contrasts = []
+    for (t, label), per_seed in zip((("latent", "latent targets"), ("pixels", "pixel targets")), runs):
+        cells = results_md_cells(ENCODERS[t], seeds)
+        if cells is not None and any(per_seed):
+            contrasts.append(("fashion-cpu", f"{label}, {loss}", per_seed, f"{label}, L2",
+                              dict(zip(METRICS, map(mean_std, cells)))))
+    return contrast_verdicts(contrasts, seeds, f"{loss} verdicts", METRICS)
 
 
 # ---------------------------------------------------------------------------------------------- the distractor dial
@@ -423,6 +440,7 @@ COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both s
     "noise 0.2": {"distractor": "noise:0.2"},
     "clutter 1.0": {"distractor": "clutter:1"},
 }
+REG_TABLES = ("regulariser study, fashion-cpu", "collapse-prone setting, demo")  # the titles of stages 2 and 3
 
 
 def sweep_score(summary: dict) -> float:
@@ -465,12 +483,12 @@ def plain_fashion_row(label: str, summaries: list[dict | None], results_row: str
     return f"| {label} (docs/results.md) | " + " | ".join(cells) + " |  |  |  |"
 
 
-def regulariser_verdicts(contrasts: list[tuple], seeds: list[int],
-                         metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
-    """The regularised latent targets against a reference row, per setting and read-out (`gap_verdict`).
+def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
+                      metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
     contrasts: (setting, label, summaries over `seeds`, reference label, reference) where the reference is a list
     of summaries over `seeds` (seed 0 alone where it has one run) or {metric: (mean, std)} (docs/results.md)."""
-    lines = ["| regulariser verdicts | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
+    lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         for m in metrics:
             mine = {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, runs) if r is not None}
@@ -505,7 +523,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
     3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
        and without it (seed 0; the distractor settings: both seeds, the distractor study's runs);
-    then the verdicts: the regularised rows against pixel targets and plain I-JEPA (`regulariser_verdicts`).
+    then the verdicts: the regularised rows against pixel targets and plain I-JEPA (`contrast_verdicts`).
     Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
     trained there if missing. Steps 2-3 wait until the sweep has finished."""
     plan = plan or Plan()
@@ -561,7 +579,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
                                             record=record_path(compare_record, f"fashion-cpu-{t}-seed{s}"))
                          for s in seeds] for t in ("latent", "pixels")}
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
-              cols.format("regulariser study, fashion-cpu"), rule,
+              cols.format(REG_TABLES[0]), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
               plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], ENCODERS["latent"], seeds),
@@ -569,7 +587,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
-              cols.format("collapse-prone setting, demo"), rule]
+              cols.format(REG_TABLES[1]), rule]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
     for reg in best:
@@ -594,8 +612,24 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
             contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
     lines += ["", "**Verdicts** (regularised latent targets minus the reference row; seed by seed where both rows "
-              "have the seed)", "", regulariser_verdicts(contrasts, seeds)]
+              "have the seed)", "", contrast_verdicts(contrasts, seeds)]
     return "\n".join(lines)
+
+
+def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
+    """The rows of stages 2 and 3 of the regulariser study's table (`regularisers`, saved at `path`), grouped by
+    setting: {"fashion-cpu" or a COLLAPSE_PRONE setting: {variant: {column: cell}}}, variants named as in the
+    verdicts ("no regulariser", "pixel targets", "vicreg 1", ...); the baselines (random init, raw pixels) left out."""
+    tables = {t["title"]: t["rows"] for t in markdown_tables(path)}
+    groups = {}
+    for title in REG_TABLES:
+        for label, row in tables.get(title, {}).items():
+            label = re.sub(r" \(.*\)$", "", label)  # drop "(docs/results.md)", "(1 of 2 seeds so far)"
+            setting, variant = ("fashion-cpu", label.removeprefix("I-JEPA, ")) if title == REG_TABLES[0] \
+                else label.rsplit(", ", 1)  # "<setting>, <variant>"
+            if variant not in ("random init", "raw pixels"):
+                groups.setdefault(setting, {})[variant] = row
+    return groups
 
 
 def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:

@@ -41,7 +41,7 @@ def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
     assert table[2].endswith("| 110 | 600 |")
     assert table[3].startswith("| pixel targets | 76.0 ± 1.4")
     assert table[4].startswith("| random init | 71.0 ± 1.4")
-    assert table[5].startswith("| raw pixels | 81.0 ± 1.4")
+    assert table[5].startswith("| raw pixels | 80.0 |")  # no training seed: the first run's read-out
     assert "10 / class (100 labels) | 1 % (60 labels)" in table[0]  # the low-shot probes say how many labels
 
 
@@ -188,6 +188,12 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     assert "fashion-cpu-vicreg-1-seed1" in started and "fashion-cpu-sigreg-0.1-seed0" in started
     assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "demo-predictor-depth-2-none-seed0" in started
     assert (tmp_path / "distractors" / "demo-latent-none-seed0").is_dir()  # shared with the distractor study
+    (tmp_path / "regularisers.md").write_text(table)
+    groups = study.regulariser_groups(tmp_path / "regularisers.md")  # what notebook 10 draws, by setting
+    assert list(groups) == ["fashion-cpu", *study.COLLAPSE_PRONE]
+    assert list(groups["fashion-cpu"]) == ["no regulariser", "pixel targets", "vicreg 1", "sigreg 0.1"]
+    assert list(groups["noise 0.2"]) == ["no regulariser", "sigreg 0.1", "pixel targets"]
+    assert groups["lr 2e-3"]["sigreg 0.1"]["kNN"] == "50.0 ± 0.0"
 
 
 def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
@@ -251,7 +257,7 @@ def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(
     assert runs["batch size 64"] == {}
 
 
-def test_regulariser_verdicts_pair_seeds_where_both_rows_have_them():
+def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     def summary(acc: float) -> dict:
         return {"result": {"ijepa": {"knn": acc, "linear_10_per_class": acc, "n_test": 1000}}}
 
@@ -260,13 +266,33 @@ def test_regulariser_verdicts_pair_seeds_where_both_rows_have_them():
                  ("lr 2e-3", "vicreg 1", reg, "no regulariser", [summary(0.40)]),  # seed 0 only
                  ("fashion-cpu", "vicreg 1", reg, "pixel targets", {"knn": (69.0, 0.5), "linear_10_per_class":
                                                                      (71.0, 0.5)})]  # docs/results.md: mean ± std
-    lines = study.regulariser_verdicts(contrasts, [0, 1]).splitlines()[2:]
+    lines = study.contrast_verdicts(contrasts, [0, 1]).splitlines()[2:]
     assert len(lines) == 6  # 3 contrasts x 2 read-outs; spread: twice the combined seed std, 2 x (2 + 0.5) ** 0.5
     assert lines[0] == ("| noise 0.2 | kNN | vicreg 1 − pixel targets | +10.0, +11.0 | +10.5 | 3.2 | "
                         "**vicreg 1 ahead** beyond the spread |")
     assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
     assert "| unpaired | +2.0 |" in lines[4] and "level: within the spread" in lines[4]
     assert "| unpaired | +0.0 |" in lines[5]
-    one_seed = study.regulariser_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
+    one_seed = study.contrast_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
                                             {"knn": (69.0, 0.5), "linear_10_per_class": (69.0, 0.5)})], [0, 1])
     assert one_seed.splitlines()[2].endswith("vicreg 1 ahead, on this seed only |")  # one run is one seed's result
+
+
+def test_another_loss_is_judged_against_the_l2_rows_of_the_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    l2 = {study.ENCODERS["latent"]: ["80.0 ± 1.0"] * 4, study.ENCODERS["pixels"]: ["70.0 ± 0.5"] * 4}
+    monkeypatch.setattr(study, "results_md_cells", lambda row, seeds: l2.get(row))
+    out = tmp_path / "compare-smooth_l1"
+    for s, (lat, pix) in enumerate(((0.90, 0.71), (0.92, 0.69))):
+        fake_run(out / f"fashion-cpu-latent-seed{s}", lat, 0.5, 100.0, 500.0)
+        fake_run(out / f"fashion-cpu-pixels-seed{s}", pix, None, 100.0, 500.0)
+    table = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
+    assert table[0].startswith("| fashion-cpu, 2 seed(s), smooth_l1 loss |")
+    verdicts = table[table.index("| smooth_l1 verdicts | read-out | difference | per seed | mean | spread | "
+                                 "verdict |"):]
+    assert len(verdicts) == 2 + 2 * len(METRICS)  # both targets, every read-out; spread: 2 x (1.41 ** 2 + 1) ** 0.5
+    assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | unpaired | "
+                           "+11.0 | 3.5 | **latent targets, smooth_l1 ahead** beyond the spread |")
+    assert verdicts[-1].startswith("| fashion-cpu | 1 % | pixel targets, smooth_l1 − pixel targets, L2 | unpaired | "
+                                   "+0.0 |") and verdicts[-1].endswith("level: within the spread |")
+    assert "verdicts" not in study.compare(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
