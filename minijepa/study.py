@@ -540,13 +540,18 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
                   {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
                   shared=True)
 
-    cols = "| {} | linear | kNN | 10 / class | 1 % | final prediction loss | feature std | eff. rank |"
+    def cols(title: str, runs: list[dict | None]) -> str:  # a table's header, with its low-shot probes' labels
+        first = next((r for r in runs if r is not None), None)
+        names = headers(first["result"] if first else {"ijepa": {}})
+        return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |"
+
     rule = "|---|---|---|---|---|---|---|---|"
     # 1 · the sweep
     base = {t: plain(t, 0) for t in ("latent", "pixels")}
     sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
              for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
-    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "", cols.format("regulariser sweep, demo, seed 0"), rule]
+    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "",
+             cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()]), rule]
     if base["latent"] is not None:
         lines += [summary_row("random init", [base["latent"]], "random_init"),
                   summary_row("raw pixels", [base["latent"]], "raw_pixels")]
@@ -579,7 +584,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
                                             record=record_path(compare_record, f"fashion-cpu-{t}-seed{s}"))
                          for s in seeds] for t in ("latent", "pixels")}
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
-              cols.format(REG_TABLES[0]), rule,
+              cols(REG_TABLES[0], [r for runs in fashion.values() for r in runs]), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
               plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], ENCODERS["latent"], seeds),
@@ -587,7 +592,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
-              cols.format(REG_TABLES[1]), rule]
+              cols(REG_TABLES[1], [base["latent"], *sweep.values()]), rule]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
     for reg in best:
