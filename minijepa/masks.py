@@ -131,7 +131,9 @@ class MultiBlockMasker(Masker):
                  for h, w in [block_shape(s, a, self.grid_size)]]
         return min(areas), max(areas)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
+    def blocks(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks before the context is cut to one length: each image's context mask, (B, N) bool (the context
+        block minus every target patch), and the target blocks' patch indices, (B, M, Kt)."""
         g, N = generator, self.num_patches
         th, tw = block_shape(_uniform(self.target_scale, g), _uniform(self.target_aspect, g), self.grid_size)
         ch, cw = block_shape(_uniform(self.context_scale, g), _uniform(self.context_aspect, g), self.grid_size)
@@ -151,8 +153,12 @@ class MultiBlockMasker(Masker):
                 f"after {self.max_tries} draws, {int(redo.sum())} image(s) still had fewer than min_keep="
                 f"{self.min_keep} context patches with {th}x{tw} targets and a {ch}x{cw} context block on a "
                 f"{self.grid_size} grid: lower min_keep or n_targets, or shrink target_scale")
+        return context, targets
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
+        context, targets = self.blocks(batch_size, generator)  # (B, N), (B, M, Kt)
         keep = int(context.sum(1).min())  # equalise lengths across the batch with a *random* subset per image
-        return random_subset(context, keep, g), list(targets.unbind(1))
+        return random_subset(context, keep, generator), list(targets.unbind(1))
 
 
 class RandomMasker(Masker):

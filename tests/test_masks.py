@@ -65,6 +65,19 @@ def context_frequency(masker, batches: int, batch_size: int, seed: int = 0) -> t
 
 
 @pytest.mark.parametrize("grid", GRIDS)
+def test_sample_is_the_blocks_cut_to_the_shortest_context(grid):
+    """`blocks` is `sample` before the cut: the same draws, each image's full context mask, which holds no target
+    patch; `sample` keeps a random subset of each row, as long as the batch's shortest one."""
+    masker = MultiBlockMasker(grid)
+    mask, targets = masker.blocks(8, gen(3))  # (B, N) bool, (B, M, Kt)
+    context, sampled_targets = masker.sample(8, gen(3))
+    assert torch.equal(torch.stack(sampled_targets, 1), targets)
+    assert not (mask & indices_to_mask(targets.flatten(1), masker.num_patches)).any()
+    assert (mask.sum(1) >= masker.min_keep).all() and context.shape[1] == int(mask.sum(1).min())
+    assert mask.gather(1, context).all()  # every kept patch is in its image's context mask
+
+
+@pytest.mark.parametrize("grid", GRIDS)
 def test_multiblock_invariants(grid):
     """For 50 batches on each grid: the context never contains a target patch (otherwise the task is trivial);
     each target is one full h x w rectangle with the same shape across the batch and across the M blocks; indices
