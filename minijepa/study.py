@@ -209,20 +209,40 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: in
         lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
                                                           for m in METRICS) + f" | {speed} |")
     if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done:
-        lines += ["", f"**Verdicts** ({loss} minus the L2 rows of docs/results.md, section 1)", "",
-                  loss_verdicts(loss, [[runs[t, s] for s in seeds] for t in ("latent", "pixels")], seeds)]
+        plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds)
+        lines += ["", f"**Verdicts** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
+                  "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
     return "\n".join(lines)
 
 
-def loss_verdicts(loss: str, runs: list[list[dict | None]], seeds: list[int]) -> str:
-    """Each target trained with `loss` against the same target trained with L2, as docs/results.md's fashion-cpu
-    table gives it (those runs predate records, so the seeds are unpaired). runs: [latent, pixels] over `seeds`."""
+def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -> dict[str, list[dict | None]]:
+    """The finished runs of `study compare` on fashion-cpu (L2 loss, in root/compare/, records in
+    record_root/compare/) over `seeds`, per target: {"latent": [summary or None, ...], "pixels": [...]}."""
+    record = None if record_root is None else record_root / "compare"
+    return {t: [train_and_evaluate(root / "compare" / f"fashion-cpu-{t}-seed{s}", "fashion-cpu", {},
+                                   baseline=t == "latent", table_only=True,
+                                   record=record_path(record, f"fashion-cpu-{t}-seed{s}"))
+                for s in seeds] for t in ("latent", "pixels")}
+
+
+def fashion_reference(target: str, runs: list[dict | None], seeds: list[int]) -> list[dict | None] | dict | None:
+    """What to judge a fashion-cpu row against: the plain runs of `target` (`plain_fashion_runs`) where any is
+    finished, else {metric: (mean, std)} from docs/results.md's section 1 (its runs predate the records), else None."""
+    if any(runs):
+        return runs
+    cells = results_md_cells(ENCODERS[target], seeds)
+    return None if cells is None else dict(zip(METRICS, map(mean_std, cells)))
+
+
+def loss_verdicts(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
+                  seeds: list[int]) -> str:
+    """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
+    L2 (plain: `plain_fashion_runs`, or docs/results.md's rows where none is recorded: `fashion_reference`)."""
     contrasts = []
-    for (t, label), per_seed in zip((("latent", "latent targets"), ("pixels", "pixel targets")), runs):
-        cells = results_md_cells(ENCODERS[t], seeds)
-        if cells is not None and any(per_seed):
-            contrasts.append(("fashion-cpu", f"{label}, {loss}", per_seed, f"{label}, L2",
-                              dict(zip(METRICS, map(mean_std, cells)))))
+    for t, label in (("latent", "latent targets"), ("pixels", "pixel targets")):
+        ref = fashion_reference(t, plain[t], seeds)
+        if ref is not None and any(runs[t]):
+            contrasts.append(("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", ref))
     return contrast_verdicts(contrasts, seeds, f"{loss} verdicts", METRICS)
 
 
@@ -578,11 +598,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     fashion = {reg: [go(f"fashion-cpu-{reg}-{best[reg]:g}-seed{s}", "fashion-cpu",
                         {"reg": reg, "reg_weight": f"{best[reg]:g}", "seed": str(s)}, baseline=reg == top)
                      for s in seeds] for reg in best}
-    compare_record = None if record is None else record.parent / "compare"
-    plain_fashion = {t: [train_and_evaluate(out.parent / "compare" / f"fashion-cpu-{t}-seed{s}", "fashion-cpu", {},
-                                            baseline=t == "latent", table_only=True,
-                                            record=record_path(compare_record, f"fashion-cpu-{t}-seed{s}"))
-                         for s in seeds] for t in ("latent", "pixels")}
+    plain_fashion = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds)
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
               cols(REG_TABLES[0], [r for runs in fashion.values() for r in runs]), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
@@ -597,9 +613,8 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     contrasts = []
     for reg in best:
         for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
-            cells = None if any(plain_fashion[t]) else results_md_cells(ENCODERS[t], seeds)
-            ref = plain_fashion[t] if cells is None else dict(zip(METRICS, map(mean_std, cells)))
-            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, ref))
+            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label,
+                              fashion_reference(t, plain_fashion[t], seeds)))
     for setting, overrides in COLLAPSE_PRONE.items():
         if "distractor" in overrides:
             spec = overrides["distractor"]

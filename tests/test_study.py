@@ -296,3 +296,8 @@ def test_another_loss_is_judged_against_the_l2_rows_of_the_results(tmp_path, mon
     assert verdicts[-1].startswith("| fashion-cpu | 1 % | pixel targets, smooth_l1 − pixel targets, L2 | unpaired | "
                                    "+0.0 |") and verdicts[-1].endswith("level: within the spread |")
     assert "verdicts" not in study.compare(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
+    for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs, finished: judged against seed by seed
+        fake_run(tmp_path / "compare" / f"fashion-cpu-latent-seed{s}", acc, 0.5, 100.0, 500.0)
+    paired = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
+    assert "| latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | +5.5 |" in paired[-8]
+    assert "| pixel targets, smooth_l1 − pixel targets, L2 | unpaired |" in paired[-1]  # still docs/results.md's
