@@ -6,7 +6,8 @@
                (`--seed N`: the same rows with another seed; `--only SLUG,...`: train just those rows)
     compare    a preset (default `fashion-cpu`) with latent targets vs pixel targets vs random init, over seeds
                (`--layers 4`: read out the last 4 blocks instead of the last one; `--steps N`: a longer or shorter
-               schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2)
+               schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2, judged against
+               the L2 runs seed by seed)
     distractors  latent vs pixel targets as unpredictable detail is turned up (distractors.py): i.i.d. noise and
                photo clutter at three strengths each, and none, over seeds, on the `demo` preset; draws the dial
                figure (OUT/distractors.png)
@@ -178,6 +179,9 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: in
     """Latent vs pixel targets vs random init vs raw pixels on `preset` over `seeds`; `steps` replaces the preset's
     schedule length (warm-up: the first 10% of it), `loss` the prediction loss."""
     plan = plan or Plan()
+    names = [f"{preset}-{t}-seed{s}" for s in seeds for t in ("latent", "pixels")]
+    if plan.only is not None and plan.only - set(names):
+        raise ValueError(f"unknown compare run(s) {sorted(plan.only - set(names))}; choose from {names}")
     overrides = {} if steps is None else {"steps": str(steps), "warmup_steps": str(steps // 10)}
     if loss != "l2":
         overrides["loss"] = loss
@@ -689,7 +693,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss", default="l2", choices=["l2", "smooth_l1"], help="compare: the prediction loss "
                                                                              "(smooth_l1: runs in compare-smooth_l1/)")
     p.add_argument("--table-only", action="store_true", help="train nothing, tabulate the finished runs")
-    p.add_argument("--only", help="ablations: comma-separated run slugs to train, e.g. lr-3e-4,ema-0.999-1")
+    p.add_argument("--only", help="comma-separated run slugs to train, e.g. lr-3e-4,ema-0.999-1 (ablations) or "
+                                  "fashion-cpu-latent-seed1 (compare)")
     p.add_argument("--shard", default="0/1", help="I/N: train only every N-th run, starting at the I-th (two "
                                                   "shards, 0/2 and 1/2, can run side by side)")
     p.add_argument("--kinds", default=",".join(DIAL), help="distractors: comma-separated kinds to run")

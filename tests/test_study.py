@@ -121,6 +121,9 @@ def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path,
     table = (tmp_path / "compare-2400steps.md").read_text().splitlines()
     assert table[0].startswith("| fashion-cpu, 1 seed(s), 2400 steps | linear")
     assert table[2].startswith("| I-JEPA (latent targets) | 90.0") and table[4].startswith("| random init | 50.0")
+    with pytest.raises(SystemExit, match="unknown compare run.*choose from"):  # before anything trains
+        study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--only", "fashion-cpu-latent-seed4",
+                    "--record", "none"])
 
 
 def test_distractor_study_lists_its_runs_shards_them_and_refuses_unknown_kinds(tmp_path, capsys):
