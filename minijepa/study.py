@@ -36,7 +36,7 @@ from .distractors import Distractor, corrupt_images
 from .evaluate import (METRICS, corrupted_splits, eval_path, eval_splits, extract_features, knn_accuracy,
                        pca_whitener, pixel_features, spread_margin)
 from .plots import plot_dial, read_metrics
-from .results import markdown_tables, mean_std
+from .results import markdown_tables
 from .train import PRESETS, ArgumentParser, build_model, load_run, user_errors
 
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
@@ -212,8 +212,9 @@ def compare(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: in
         seeds_note = "" if len(per_seed) == len(seeds) or key == "raw_pixels" else f" ({len(per_seed)} seed(s) so far)"
         lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
                                                           for m in METRICS) + f" | {speed} |")
-    if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done:
-        plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds)
+    plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
+        if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
+    if any(any(rows) for rows in plain.values()):
         lines += ["", f"**Verdicts** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
                   "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
     return "\n".join(lines)
@@ -229,24 +230,12 @@ def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -
                 for s in seeds] for t in ("latent", "pixels")}
 
 
-def fashion_reference(target: str, runs: list[dict | None], seeds: list[int]) -> list[dict | None] | dict | None:
-    """What to judge a fashion-cpu row against: the plain runs of `target` (`plain_fashion_runs`) where any is
-    finished, else {metric: (mean, std)} from docs/results.md's section 1 (its runs predate the records), else None."""
-    if any(runs):
-        return runs
-    cells = results_md_cells(ENCODERS[target], seeds)
-    return None if cells is None else dict(zip(METRICS, map(mean_std, cells)))
-
-
 def loss_verdicts(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
                   seeds: list[int]) -> str:
     """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
-    L2 (plain: `plain_fashion_runs`, or docs/results.md's rows where none is recorded: `fashion_reference`)."""
-    contrasts = []
-    for t, label in (("latent", "latent targets"), ("pixels", "pixel targets")):
-        ref = fashion_reference(t, plain[t], seeds)
-        if ref is not None and any(runs[t]):
-            contrasts.append(("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", ref))
+    L2 (plain: `plain_fashion_runs`), seed by seed."""
+    contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
+                 for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
     return contrast_verdicts(contrasts, seeds, f"{loss} verdicts", METRICS)
 
 
@@ -490,37 +479,19 @@ def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", se
     return f"| {label}{note} | " + " | ".join(cells) + " |"
 
 
-def results_md_cells(results_row: str, seeds: list[int]) -> list[str] | None:
-    """The four read-outs (METRICS order) of a row of docs/results.md's fashion-cpu table over `seeds`, as printed
-    ("80.7 ± 1.2"), or None if the table has no such row."""
-    title = f"fashion-cpu, {len(seeds)} seed(s)"
-    table = next((t for t in markdown_tables() if t["title"] == title and results_row in t["rows"]), None)
-    return None if table is None else list(table["rows"][results_row].values())[:len(METRICS)]
-
-
-def plain_fashion_row(label: str, summaries: list[dict | None], results_row: str, seeds: list[int]) -> str:
-    """A plain fashion-cpu row of the regulariser study: from the compare study's run records, or, for runs made
-    before studies kept records, its four read-outs as docs/results.md (section 1) gives them."""
-    cells = None if any(summaries) else results_md_cells(results_row, seeds)
-    if cells is None:
-        return summary_row(label, summaries, seeds=len(seeds))
-    return f"| {label} (docs/results.md) | " + " | ".join(cells) + " |  |  |  |"
-
-
 def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
                       metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
-    contrasts: (setting, label, summaries over `seeds`, reference label, reference) where the reference is a list
-    of summaries over `seeds` (seed 0 alone where it has one run) or {metric: (mean, std)} (docs/results.md)."""
+    contrasts: (setting, label, summaries over `seeds`, reference label, reference summaries over `seeds`), None
+    where a run is missing (a reference with seed 0 alone, for instance); a contrast without runs is left out."""
     lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         for m in metrics:
-            mine = {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, runs) if r is not None}
-            theirs = {} if isinstance(ref, dict) else \
-                {s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, ref) if r is not None}
-            other = ref[m] if isinstance(ref, dict) else (mean_sd(list(theirs.values())) if theirs else None)
-            if not mine or other is None:
+            mine, theirs = ({s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, rows) if r is not None}
+                            for rows in (runs, ref))
+            if not mine or not theirs:
                 continue
+            other = mean_sd(list(theirs.values()))
             stats = mean_sd(list(mine.values()))
             gap = stats[0] - other[0]
             diffs = [mine[s] - theirs[s] for s in mine if s in theirs] or ([gap] if len(mine) == 1 else [])
@@ -607,8 +578,8 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
               cols(REG_TABLES[0], [r for runs in fashion.values() for r in runs]), rule,
               summary_row("random init", fashion[top], "random_init", len(seeds)),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
-              plain_fashion_row("I-JEPA, no regulariser", plain_fashion["latent"], ENCODERS["latent"], seeds),
-              plain_fashion_row("pixel targets", plain_fashion["pixels"], ENCODERS["pixels"], seeds)]
+              summary_row("I-JEPA, no regulariser", plain_fashion["latent"], seeds=len(seeds)),
+              summary_row("pixel targets", plain_fashion["pixels"], seeds=len(seeds))]
     lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
@@ -617,8 +588,7 @@ def regularisers(out: Path, plan: Plan | None = None, record: Path | None = None
     contrasts = []
     for reg in best:
         for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
-            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label,
-                              fashion_reference(t, plain_fashion[t], seeds)))
+            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, plain_fashion[t]))
     for setting, overrides in COLLAPSE_PRONE.items():
         if "distractor" in overrides:
             spec = overrides["distractor"]
@@ -648,7 +618,7 @@ def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]
     groups = {}
     for title in REG_TABLES:
         for label, row in tables.get(title, {}).items():
-            label = re.sub(r" \(.*\)$", "", label)  # drop "(docs/results.md)", "(1 of 2 seeds so far)"
+            label = re.sub(r" \(.*\)$", "", label)  # drop "(1 of 2 seeds so far)"
             setting, variant = ("fashion-cpu", label.removeprefix("I-JEPA, ")) if title == REG_TABLES[0] \
                 else label.rsplit(", ", 1)  # "<setting>, <variant>"
             if variant not in ("random init", "raw pixels"):

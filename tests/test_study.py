@@ -181,8 +181,12 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     monkeypatch.setattr(study, "run", fake_subprocess)
     table = study.regularisers(tmp_path / "regularisers", study.Plan(only=set()))  # nothing may train yet
     assert table.endswith("(the rest waits until the sweep has finished)") and not started
+    for t in ("latent", "pixels"):  # the plain fashion-cpu runs are the compare study's
+        for s in (0, 1):
+            fake_run(tmp_path / "compare" / f"fashion-cpu-{t}-seed{s}", 0.6, 0.3 if t == "latent" else None, 100.0,
+                     500.0)
     table = study.regularisers(tmp_path / "regularisers")
-    assert "| fashion-cpu | kNN | sigreg 0.1 − pixel targets | unpaired |" in table  # docs/results.md's row
+    assert "| fashion-cpu | kNN | sigreg 0.1 − pixel targets | -10.0, -10.0 |" in table  # paired by seed
     assert "| lr 2e-3 | 10 / class | sigreg 0.1 − no regulariser | +0.0 | +0.0 |" in table  # seed 0 only
     assert started[:8] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-vicreg-0.01-seed0",
                            "demo-vicreg-0.1-seed0", "demo-vicreg-1-seed0", "demo-sigreg-0.01-seed0",
@@ -267,40 +271,35 @@ def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     reg = [summary(0.70), summary(0.72)]  # seeds 0 and 1
     contrasts = [("noise 0.2", "vicreg 1", reg, "pixel targets", [summary(0.60), summary(0.61)]),
                  ("lr 2e-3", "vicreg 1", reg, "no regulariser", [summary(0.40)]),  # seed 0 only
-                 ("fashion-cpu", "vicreg 1", reg, "pixel targets", {"knn": (69.0, 0.5), "linear_10_per_class":
-                                                                     (71.0, 0.5)})]  # docs/results.md: mean ± std
+                 ("fashion-cpu", "vicreg 1", reg, "pixel targets", [summary(0.69), summary(0.69)])]
     lines = study.contrast_verdicts(contrasts, [0, 1]).splitlines()[2:]
     assert len(lines) == 6  # 3 contrasts x 2 read-outs; spread: twice the combined seed std, 2 x (2 + 0.5) ** 0.5
     assert lines[0] == ("| noise 0.2 | kNN | vicreg 1 − pixel targets | +10.0, +11.0 | +10.5 | 3.2 | "
                         "**vicreg 1 ahead** beyond the spread |")
     assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
-    assert "| unpaired | +2.0 |" in lines[4] and "level: within the spread" in lines[4]
-    assert "| unpaired | +0.0 |" in lines[5]
+    assert "| +1.0, +3.0 | +2.0 | 2.9 |" in lines[4] and "level: within the spread" in lines[4]
     one_seed = study.contrast_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
-                                            {"knn": (69.0, 0.5), "linear_10_per_class": (69.0, 0.5)})], [0, 1])
+                                         [summary(0.69), summary(0.69)])], [0, 1])
     assert one_seed.splitlines()[2].endswith("vicreg 1 ahead, on this seed only |")  # one run is one seed's result
+    assert len(study.contrast_verdicts([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1]).splitlines()) \
+        == 2  # no reference run: no verdict
 
 
-def test_another_loss_is_judged_against_the_l2_rows_of_the_results(tmp_path, monkeypatch):
+def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
-    l2 = {study.ENCODERS["latent"]: ["80.0 ± 1.0"] * 4, study.ENCODERS["pixels"]: ["70.0 ± 0.5"] * 4}
-    monkeypatch.setattr(study, "results_md_cells", lambda row, seeds: l2.get(row))
     out = tmp_path / "compare-smooth_l1"
     for s, (lat, pix) in enumerate(((0.90, 0.71), (0.92, 0.69))):
         fake_run(out / f"fashion-cpu-latent-seed{s}", lat, 0.5, 100.0, 500.0)
         fake_run(out / f"fashion-cpu-pixels-seed{s}", pix, None, 100.0, 500.0)
-    table = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
-    assert table[0].startswith("| fashion-cpu, 2 seed(s), smooth_l1 loss |")
-    verdicts = table[table.index("| smooth_l1 verdicts | read-out | difference | per seed | mean | spread | "
-                                 "verdict |"):]
-    assert len(verdicts) == 2 + 2 * len(METRICS)  # both targets, every read-out; spread: 2 x (1.41 ** 2 + 1) ** 0.5
-    assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | unpaired | "
-                           "+11.0 | 3.5 | **latent targets, smooth_l1 ahead** beyond the spread |")
-    assert verdicts[-1].startswith("| fashion-cpu | 1 % | pixel targets, smooth_l1 − pixel targets, L2 | unpaired | "
-                                   "+0.0 |") and verdicts[-1].endswith("level: within the spread |")
-    assert "verdicts" not in study.compare(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
-    for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs, finished: judged against seed by seed
+    table = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1")
+    assert table.startswith("| fashion-cpu, 2 seed(s), smooth_l1 loss |")
+    assert "verdicts" not in table  # no L2 run finished yet: nothing to judge against
+    for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs (`study compare`), finished
         fake_run(tmp_path / "compare" / f"fashion-cpu-latent-seed{s}", acc, 0.5, 100.0, 500.0)
-    paired = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
-    assert "| latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | +5.5 |" in paired[-8]
-    assert "| pixel targets, smooth_l1 − pixel targets, L2 | unpaired |" in paired[-1]  # still docs/results.md's
+    lines = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
+    verdicts = lines[lines.index("| smooth_l1 verdicts | read-out | difference | per seed | mean | spread | "
+                                 "verdict |"):]
+    assert len(verdicts) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
+    assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
+                           "+5.5 | 3.2 | **latent targets, smooth_l1 ahead** beyond the spread |")
+    assert "verdicts" not in study.compare(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
