@@ -5,8 +5,9 @@
 
 Files are parsed in their original on-disk formats (idx .gz, CIFAR pickles, STL-10 binaries, folders of JPEG/PNG);
 torchvision is only used to *download* them. A dataset that is missing and cannot be downloaded fails at once, with
-a message that says how to get it. Every dataset here fits in (GPU) memory, so training indexes one tensor instead of
-running a DataLoader, and crops a whole batch at once on the device (`random_resized_crop`).
+a message that says how to get it; so does a damaged file (truncated, garbled). Image files that cannot be decoded
+are skipped, with a warning that names them. Every dataset here fits in (GPU) memory, so training indexes one tensor
+instead of running a DataLoader, and crops a whole batch at once on the device (`random_resized_crop`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import hashlib
 import math
 import os
 import pickle
+import sys
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import utils as tv_utils  # downloads only
 from torchvision.ops import roi_align
 
@@ -52,6 +55,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 class DatasetNotFoundError(RuntimeError):
     """A dataset is neither on disk nor downloadable; the message says how to get it."""
+
+
+class CorruptDatasetError(DatasetNotFoundError):
+    """A dataset file is on disk but damaged (truncated, garbled); the message names it and says how to get it again."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message, first line only (its type if it has no message): enough to say why a file is bad."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 @dataclass
@@ -100,7 +112,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         raise ValueError(f"{name} has the splits {splits}, not {split!r}")
     root = Path(root).expanduser() if root is not None else default_root()
     if name == "embedded":  # a subset of Fashion-MNIST shipped with the repo: always offline
-        return read_fashion(EMBEDDED / "fashion-mnist-mini", split, "embedded")
+        return read_fashion(EMBEDDED / "fashion-mnist-mini", split, "embedded",
+                            "It ships with the repository: restore it with `git checkout -- data/fashion-mnist-mini`.")
     if name == "fashion-mnist":
         return load_fashion_mnist(root, split, download)
     if name in ("cifar10", "cifar100"):
@@ -132,19 +145,26 @@ def fetch(urls: dict[str, str], into: Path, download: bool, not_found: str, fix:
 
 
 # ----------------------------------------------------------------------------------------------- Fashion-MNIST (idx)
-def read_idx(path: Path) -> np.ndarray:
-    """LeCun's idx format: 2 zero bytes, a dtype byte (0x08 = uint8), ndim, ndim big-endian int32 sizes, the data."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 idx file")
-    ndim = raw[3]
+def read_idx(path: Path, fix: str) -> np.ndarray:
+    """LeCun's idx format: 2 zero bytes, a dtype byte (0x08 = uint8), ndim, ndim big-endian int32 sizes, the data.
+    A damaged file raises CorruptDatasetError naming it, followed by `fix` (how to get it again). gzip checks a CRC-32
+    of all the data, and the size must match the header: that catches truncated and garbled files, whichever copy
+    (the downloaded one, Debian's recompressed one) is read, at no extra cost."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # not gzip, cut short, or failing the CRC check
+        raise CorruptDatasetError(f"{path} is damaged ({first_line(e)}). {fix}") from e
+    ndim = raw[3] if len(raw) > 3 else 0
     shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if raw[:3] != b"\x00\x00\x08" or ndim == 0 or len(raw) != 4 + 4 * ndim + math.prod(shape):
+        raise CorruptDatasetError(f"{path} is damaged (not a uint8 idx file of the size its header gives). {fix}")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def read_fashion(folder: Path, split: str, name: str) -> ImageDataset:
-    images, labels = (read_idx(folder / f) for f in FASHION_SPLITS[split])  # (N, 28, 28), (N,)
+def read_fashion(folder: Path, split: str, name: str, fix: str) -> ImageDataset:
+    """The split's two idx files in `folder`; `fix` says how to get a damaged one again."""
+    images, labels = (read_idx(folder / f, fix) for f in FASHION_SPLITS[split])  # (N, 28, 28), (N,)
     return ImageDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                         FASHION_CLASSES, name)  # images (N, 1, 28, 28)
 
@@ -159,7 +179,10 @@ def load_fashion_mnist(root: Path, split: str, download: bool) -> ImageDataset:
               f"Get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download the four files "
               f"{', '.join(FASHION_MD5)} from {FASHION_URL} (see https://github.com/zalandoresearch/fashion-mnist) "
               f"into {folder}/")
-    return read_fashion(folder, split, "fashion-mnist")
+    fix = ("Reinstall it with `sudo apt-get install --reinstall dataset-fashion-mnist`." if folder == DEBIAN_FASHION
+           else f"Delete it and run again to download it afresh from {FASHION_URL} (or get Fashion-MNIST with "
+                f"`sudo apt-get install dataset-fashion-mnist`).")
+    return read_fashion(folder, split, "fashion-mnist", fix)
 
 
 # --------------------------------------------------------------------------------------------------- CIFAR (pickles)
@@ -172,9 +195,14 @@ class NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} has no place in a CIFAR file")
 
 
-def unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return NumpyUnpickler(f, encoding="bytes").load()  # written by python 2: keys and strings are bytes
+def unpickle(path: Path, fix: str) -> dict:
+    """A CIFAR pickle (written by python 2: keys and strings are bytes). A truncated or garbled one, or one holding
+    more than arrays, raises CorruptDatasetError naming it, followed by `fix` (how to get it again)."""
+    try:
+        with open(path, "rb") as f:
+            return NumpyUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # a damaged pickle fails in many ways: EOFError, UnpicklingError, ValueError, KeyError, ...
+        raise CorruptDatasetError(f"{path} is damaged or not a CIFAR file ({first_line(e)}). {fix}") from e
 
 
 def load_cifar(root: Path, split: str, download: bool, n_classes: int) -> ImageDataset:
@@ -189,11 +217,12 @@ def load_cifar(root: Path, split: str, download: bool, n_classes: int) -> ImageD
         fetch({url: md5}, root, download, f"CIFAR-{n_classes} is not in {folder}",
               f"Download {url} and unpack it in {root} (`tar xzf {url.rsplit('/', 1)[1]} -C {root}`), "
               f"which gives {folder}/")
-    batches = [unpickle(folder / f) for f in files]
+    fix = f"Delete it and run again to download CIFAR-{n_classes} afresh (or download {url} and unpack it in {root})."
+    batches = [unpickle(folder / f, fix) for f in files]
     # each row of b"data" is one image: 1024 red values, then 1024 green, then 1024 blue, each 32x32 row-major
     images = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = torch.tensor([y for b in batches for y in b[label_key]], dtype=torch.long)
-    classes = [c.decode() for c in unpickle(folder / meta)[names_key]]
+    classes = [c.decode() for c in unpickle(folder / meta, fix)[names_key]]
     return ImageDataset(torch.from_numpy(images), labels, classes, f"cifar{n_classes}")  # (N, 3, 32, 32)
 
 
@@ -237,7 +266,9 @@ def imagefolder_files(path: Path, split: str) -> tuple[Path, list[tuple[Path, in
 
 def load_imagefolder(path: Path, split: str, root: Path, img_size: int) -> ImageDataset:
     """Decode every image once (in parallel) to uint8 (3, img_size, img_size): shorter side resized, centre crop.
-    The tensor is cached in root/imagefolder-cache/, keyed by the folder, split, size and file list."""
+    Files that cannot be decoded (truncated, not an image) are skipped, with a warning on stderr that names them.
+    The images kept and the files skipped are cached in root/imagefolder-cache/, keyed by the folder, split, size and
+    every file's name, size and modification time: a rerun warns again, and a replaced file is decoded again."""
     folder, files, classes = imagefolder_files(path, split)
     if not files:
         raise DatasetNotFoundError(
@@ -245,22 +276,63 @@ def load_imagefolder(path: Path, split: str, root: Path, img_size: int) -> Image
             f"{path}/val/<class>/*.jpg (or test/), or class folders directly in {path} (train split only). "
             f"E.g. Imagenette: download {IMAGENETTE_URL}, unpack it with `tar xzf imagenette2-160.tgz -C ~/data`, "
             f"then use imagefolder:~/data/imagenette2-160")
-    listing = "\n".join([str(folder.resolve()), split, str(img_size)] + [str(f.relative_to(folder)) for f, _ in files])
+    names = [str(f.relative_to(folder)) for f, _ in files]
+    listing = "\n".join([str(folder.resolve()), split, str(img_size)] +
+                        [f"{n} {stamp(f)}" for n, (f, _) in zip(names, files)])
     cache = root / "imagefolder-cache" / f"{hashlib.sha256(listing.encode()).hexdigest()[:20]}.pt"
     if cache.is_file():
-        images = torch.load(cache, weights_only=True)
+        cached = torch.load(cache, weights_only=True)
+        images, skipped = cached["images"], cached["skipped"]
     else:
         print(f"decoding {len(files)} images in {folder} to {img_size}x{img_size} (once; cached in {cache})")
         images = torch.empty(len(files), 3, img_size, img_size, dtype=torch.uint8)  # (N, 3, S, S)
+        skipped: dict[str, str] = {}  # file (relative to the folder) -> why it could not be decoded
         with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while decoding
-            for i, image in enumerate(pool.map(lambda f: decode(f[0], img_size), files)):
-                images[i] = image
+            for i, image in enumerate(pool.map(lambda f: try_decode(f[0], img_size), files)):
+                if isinstance(image, str):
+                    skipped[names[i]] = image
+                else:
+                    images[i] = image
+        if len(skipped) == len(files):
+            raise CorruptDatasetError(f"none of the {len(files)} image files for split {split!r} in {folder} could "
+                                      f"be decoded:\n{list_files(folder, skipped)}")
+        if skipped:
+            images = images[[i for i, n in enumerate(names) if n not in skipped]]
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        torch.save(images, tmp)
+        torch.save({"images": images, "skipped": skipped}, tmp)
         os.replace(tmp, cache)  # atomic: a killed run never leaves half a cache file
-    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    if skipped:
+        print(f"warning: kept {len(images)} of {len(files)} images in {folder}; skipped {len(skipped)} that could "
+              f"not be decoded (replace or delete them):\n{list_files(folder, skipped)}", file=sys.stderr)
+    labels = torch.tensor([label for n, (_, label) in zip(names, files) if n not in skipped], dtype=torch.long)
     return ImageDataset(images, labels, classes, f"imagefolder:{path.name}")
+
+
+def stamp(path: Path) -> str:
+    """A file's size and modification time, for the cache key ("missing" if it is not there: it is then skipped)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def try_decode(path: Path, size: int) -> torch.Tensor | str:
+    """decode(), or why the file cannot be decoded. Truncated files fail too: PIL's LOAD_TRUNCATED_IMAGES stays off,
+    so a cut-short image is reported instead of being padded with grey."""
+    try:
+        return decode(path, size)
+    except UnidentifiedImageError:
+        return "not an image PIL can read"
+    except Exception as e:  # a damaged file fails in many ways: OSError ("image file is truncated"), SyntaxError, ...
+        return first_line(e)
+
+
+def list_files(folder: Path, why: dict[str, str], most: int = 10) -> str:
+    """One indented line per file, "folder/file: why", the first `most` of them."""
+    lines = [f"  {folder / name}: {reason}" for name, reason in list(why.items())[:most]]
+    return "\n".join(lines + ([f"  ... and {len(why) - most} more"] if len(why) > most else []))
 
 
 def decode(path: Path, size: int) -> torch.Tensor:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import urllib.error
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFile
 
 import minijepa.data as data
-from minijepa.data import (DatasetNotFoundError, center_resize, load_dataset, load_photos, normalise,
-                           random_resized_crop)
+from minijepa.data import (CorruptDatasetError, DatasetNotFoundError, center_resize, load_dataset, load_photos,
+                           normalise, random_resized_crop)
 
 rng = np.random.default_rng(0)
 
@@ -85,9 +86,9 @@ def test_fashion_mnist_from_debian_package(tmp_path):
     assert d.images.shape == (10_000, 1, 28, 28) and d.labels.bincount().tolist() == [1000] * 10
 
 
-def test_cifar_pickles(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
+def write_cifar10(folder) -> dict[str, np.ndarray]:
+    """CIFAR-10's python pickles, 4 images per batch: {batch file: its pixels (4, 3072)}."""
+    folder.mkdir(parents=True)
     pixels = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         pixels[name] = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
@@ -96,6 +97,11 @@ def test_cifar_pickles(tmp_path):
                          b"filenames": [b"a.png"] * 4}, f, protocol=2)  # the real files: python 2, protocol 2
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}, f)
+    return pixels
+
+
+def test_cifar_pickles(tmp_path):
+    pixels = write_cifar10(tmp_path / "cifar-10-batches-py")
     train = load_dataset("cifar10", "train", root=tmp_path, download=False)
     assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8 and train.classes[3] == "c3"
     # a row is 1024 red values, then 1024 green, then 1024 blue, each 32x32 row-major
@@ -118,8 +124,63 @@ def test_cifar_pickles(tmp_path):
 
     with open(folder / "test", "wb") as f:  # unpickling can run code: a CIFAR file may only hold arrays
         pickle.dump({b"data": os.getcwd}, f)
-    with pytest.raises(pickle.UnpicklingError, match="getcwd"):
+    with pytest.raises(CorruptDatasetError, match="getcwd has no place in a CIFAR file") as e:
         load_dataset("cifar100", "test", root=tmp_path, download=False)
+    assert isinstance(e.value.__cause__, pickle.UnpicklingError)
+
+
+def cut(path, keep: float = 0.5) -> None:
+    """Truncate a file to its first `keep` fraction of bytes, like an interrupted download or copy."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[:int(len(raw) * keep)])
+
+
+def flip(path, at: float = 0.5) -> None:
+    """Invert one byte, `at` of the way into the file."""
+    raw = bytearray(path.read_bytes())
+    raw[int(len(raw) * at)] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_damaged_fashion_mnist_names_the_file_and_the_remedy(tmp_path, no_debian):
+    folder = tmp_path / "fashion-mnist"
+    write_fashion(folder)
+    train_images, test_images = (folder / data.FASHION_SPLITS[s][0] for s in ("train", "test"))
+    cut(train_images)  # gzip: "Compressed file ended before the end-of-stream marker was reached"
+    flip(test_images)  # gzip: a CRC check or the inflater fails
+    for split, path in (("train", train_images), ("test", test_images)):
+        with pytest.raises(CorruptDatasetError) as e:  # a DatasetNotFoundError: the CLI prints one `error:` line
+            load_dataset("fashion-mnist", split, root=tmp_path, download=False)
+        message = str(e.value)
+        assert message.startswith(f"{path} is damaged (") and "Delete it and run again to download it afresh" in message
+        assert "apt-get install dataset-fashion-mnist" in message and "\n" not in message
+        assert split == "test" or "Compressed file ended" in message
+
+    with gzip.open(train_images, "wb") as f:  # sound gzip, but the idx data stops short of what its header says
+        f.write(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (5, 28, 28)) + bytes(28 * 28 * 4))
+    with pytest.raises(CorruptDatasetError, match=re.escape(f"{train_images} is damaged (not a uint8 idx file of the")):
+        load_dataset("fashion-mnist", root=tmp_path, download=False)
+
+
+def test_damaged_debian_fashion_mnist_says_reinstall(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "debian")
+    write_fashion(tmp_path / "debian")
+    cut(tmp_path / "debian" / "t10k-labels-idx1-ubyte.gz", keep=0.9)
+    with pytest.raises(CorruptDatasetError, match="t10k-labels-idx1-ubyte.gz is damaged .*"
+                                                  "`sudo apt-get install --reinstall dataset-fashion-mnist`"):
+        load_dataset("fashion-mnist", "test", root=tmp_path / "empty", download=False)
+
+
+def test_damaged_cifar_names_the_file_and_the_remedy(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    cut(folder / "data_batch_3")
+    flip(folder / "test_batch", at=0)  # the pickle's first opcode
+    for split, name in (("train", "data_batch_3"), ("test", "test_batch")):
+        with pytest.raises(CorruptDatasetError) as e:
+            load_dataset("cifar10", split, root=tmp_path, download=False)
+        assert str(e.value).startswith(f"{folder / name} is damaged or not a CIFAR file (")
+        assert f"Delete it and run again to download CIFAR-10 afresh (or download {data.CIFAR[10][1]}" in str(e.value)
 
 
 def test_stl10_binaries_are_upright(tmp_path):
@@ -169,6 +230,65 @@ def test_image_folder_and_cache(tmp_path, monkeypatch):
     train = load_dataset(f"imagefolder:{tmp_path / 'ds'}", "train", root=tmp_path / "cache", img_size=8)
     assert train.images.shape == (4, 3, 8, 8)
     assert len(list((tmp_path / "cache" / "imagefolder-cache").glob("*"))) == 2  # one file per (split, size)
+
+
+def write_bad_images(folder) -> dict[str, str]:
+    """Files with image names that cannot be decoded: {file: what the warning must say about it}."""
+    noise = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    noise.save(folder / "cat" / "cut.png")
+    cut(folder / "cat" / "cut.png")  # half a real PNG: an interrupted download
+    noise.save(folder / "dog" / "cut.jpg")
+    cut(folder / "dog" / "cut.jpg")
+    (folder / "dog" / "404.jpg").write_text("<html>Not Found</html>")  # a web page saved under an image's name
+    return {"cat/cut.png": "truncated", "dog/cut.jpg": "truncated", "dog/404.jpg": "not an image"}
+
+
+def test_image_folder_skips_files_that_cannot_be_decoded(tmp_path, capsys, monkeypatch):
+    """Undecodable files are skipped with one warning naming each, also on a rerun from the cache; the cache holds
+    only the good images, and a replaced file is decoded again."""
+    make_image_folder(tmp_path / "ds", splits=("",))  # 2 cats (PNG), 2 dogs (JPEG), class folders directly
+    load = lambda: load_dataset(f"imagefolder:{tmp_path / 'ds'}", root=tmp_path / "cache", img_size=16)  # noqa: E731
+    clean = load()
+    bad = write_bad_images(tmp_path / "ds")
+    (tmp_path / "ds" / "cat" / "notes.txt").write_text("not an image name: ignored, as before")
+    capsys.readouterr()
+    d = load()
+    assert torch.equal(d.images, clean.images) and d.labels.tolist() == [0, 0, 1, 1] and d.classes == ["cat", "dog"]
+    out, err = capsys.readouterr()
+    assert out.startswith("decoding 7 images") and not ImageFile.LOAD_TRUNCATED_IMAGES
+    assert err.startswith(f"warning: kept 4 of 7 images in {tmp_path / 'ds'}; skipped 3 that could not be decoded")
+    lines = err.splitlines()[1:]
+    assert len(lines) == 3 and "notes.txt" not in err
+    for name, why in bad.items():
+        assert any(line.startswith(f"  {tmp_path / 'ds' / name}: ") and why in line.lower() for line in lines), err
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again instead of reading the cache")
+    monkeypatch.setattr(data, "decode", no_decoding)
+    again = load()  # from the cache, which holds the 4 good images and remembers the 3 bad files
+    assert torch.equal(again.images, d.images) and torch.equal(again.labels, d.labels)
+    assert capsys.readouterr() == ("", err)
+    cached = [torch.load(f, weights_only=True) for f in (tmp_path / "cache" / "imagefolder-cache").glob("*.pt")]
+    assert sorted(len(c["images"]) for c in cached) == [4, 4] and sorted(map(len, (c["skipped"] for c in cached))) \
+        == [0, 3]
+    monkeypatch.undo()
+
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "ds" / "cat" / "cut.png")  # replaced by a good image
+    fixed = load()
+    assert fixed.labels.tolist() == [0, 0, 0, 1, 1]
+    assert "kept 5 of 7 images" in capsys.readouterr().err
+
+
+def test_image_folder_with_no_decodable_image_fails(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+    bad = write_bad_images(tmp_path / "ds")
+    with pytest.raises(CorruptDatasetError, match="none of the 3 image files for split 'train' in .* could be "
+                                                  "decoded:") as e:  # the CLI prints `error: <message>`
+        load_dataset(f"imagefolder:{tmp_path / 'ds'}", root=tmp_path / "cache", img_size=16)
+    for name, why in bad.items():
+        assert f"  {tmp_path / 'ds' / name}: " in str(e.value) and why in str(e.value).lower()
+    assert not (tmp_path / "cache" / "imagefolder-cache").exists()  # nothing cached
 
 
 def test_image_folder_layouts(tmp_path):
