@@ -232,7 +232,7 @@ def plot_dial(rows: list[dict], out: str | Path | None = None,
               metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> plt.Figure:
     """The distractor study's dial figure: one row of panels per distractor kind, one column per read-out; x = the
     distractor's strength (0 = clean images, shared by both kinds), y = test accuracy on images corrupted the same
-    way; a line per encoder, the mean over seeds with the seeds' range as error bars. `rows`: study.dial_rows."""
+    way; a line per encoder, the mean over seeds with the seeds' range as error bars. `rows`: studies.dial_rows."""
     kinds = [k for k in DIAL_AXIS if any(r["kind"] == k for r in rows)]
     titles = {"knn": "kNN (k = 20)", "linear_10_per_class": "linear probe, 10 labels per class",
               "linear": "linear probe, all labels", "linear_1pct": "linear probe, 1 % of labels"}

@@ -4,7 +4,7 @@
     t = tables[0]                       # {"heading", "title", "columns", "rows": {row label: {column: cell}}}
     mean, std = mean_std(t["rows"]["pixel targets"]["kNN"])      # "69.2 ± 0.7" -> (69.2, 0.7)
 
-docs/results.md holds the tables that `python -m minijepa.study` printed; reading them back lets a notebook show
+docs/results.md holds the tables that `python -m minijepa.studies` printed; reading them back lets a notebook show
 and compare them without typing their numbers in again.
 """
 from __future__ import annotations

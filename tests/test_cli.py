@@ -13,13 +13,14 @@ import pytest
 import torch
 from test_train import tiny
 
-from minijepa import bench, evaluate, gpucheck, pretrained, study
+from minijepa import bench, evaluate, gpucheck, pretrained
 from minijepa import train as train_module
+from minijepa.studies.__main__ import main as studies_main
 from minijepa.train import TrainingDiverged, train, user_errors
 
 REPO = Path(__file__).resolve().parent.parent
 CLIS = {"train": train_module.main, "evaluate": evaluate.main, "bench": bench.main, "pretrained": pretrained.main,
-        "gpucheck": gpucheck.main, "study": study.main}
+        "gpucheck": gpucheck.main, "studies": studies_main}
 BAD = [  # (command, arguments; {tmp} is a fresh folder, {run} a finished tiny run), what the message must say
     ("train", "--out {tmp}/r --steps -5", "--steps must be a positive whole number, got -5"),
     ("train", "--out {tmp}/r --batch-size 0", "--batch-size must be a positive"),
@@ -51,12 +52,12 @@ BAD = [  # (command, arguments; {tmp} is a fresh folder, {run} a finished tiny r
     ("pretrained", "export {tmp}/nothing tiny", "no checkpoint at"),
     ("gpucheck", "--only bench,nothing", "--only: unknown step(s) nothing"),
     ("gpucheck", "--dry-run --out {run}", "is not empty"),
-    ("study", "distractors --kinds noise,blur --out {tmp}", "unknown distractor kind(s) ['blur']"),
-    ("study", "compare --preset huge --out {tmp}", "--preset 'huge': choose one of"),
-    ("study", "compare --seeds 0,x --out {tmp}", "--seeds '0,x': write comma-separated integers"),
-    ("study", "distractors --shard 2/2 --out {tmp}", "--shard '2/2': write I/N"),
-    ("study", "ablations --only lr-9 --out {tmp}", "unknown ablation(s) ['lr-9']"),
-    ("study", "compare --steps 0 --out {tmp}", "--steps must be at least 1"),
+    ("studies", "distractors --kinds noise,blur --out {tmp}", "unknown distractor kind(s) ['blur']"),
+    ("studies", "compare --preset huge --out {tmp}", "argument --preset: invalid choice: 'huge'"),
+    ("studies", "compare --seeds 0,x --out {tmp}", "--seeds: '0,x': write comma-separated integers"),
+    ("studies", "distractors --shard 2/2 --out {tmp}", "--shard: '2/2': write I/N"),
+    ("studies", "ablations --only lr-9 --out {tmp}", "unknown ablation(s) ['lr-9']"),
+    ("studies", "compare --steps 0 --out {tmp}", "--steps: must be a whole number, at least 1"),
 ]
 if not torch.cuda.is_available():
     BAD += [("train", "--out {tmp}/r --device cuda", "device 'cuda': no CUDA GPU"),

@@ -1,14 +1,18 @@
-"""The study's tables summarise finished runs correctly, and finished runs are never trained again."""
+"""The studies' tables summarise finished runs correctly, finished runs are never trained again, and every committed
+table comes back byte for byte from the committed records."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from minijepa import study
+from minijepa import studies
 from minijepa.evaluate import METRICS
 from minijepa.plots import plot_dial
+from minijepa.studies import ablations, compare, distractors, regularisers, runs
+from minijepa.studies.__main__ import main
 
 
 def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: float, config: dict | None = None,
@@ -30,13 +34,13 @@ def fake_run(path, acc: float, baseline: float | None, img_per_s: float, mem: fl
 
 
 def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
     out = tmp_path / "compare"
     fake_run(out / "p-latent-seed0", 0.80, 0.70, 100.0, 500.0)
     fake_run(out / "p-latent-seed1", 0.84, 0.72, 120.0, 600.0)
     fake_run(out / "p-pixels-seed0", 0.75, None, 90.0, 400.0)
     fake_run(out / "p-pixels-seed1", 0.77, None, 90.0, 400.0)
-    table = study.compare(out, "p", [0, 1]).splitlines()
+    table = compare.study(out, "p", [0, 1]).splitlines()
     assert table[2].startswith("| I-JEPA (latent targets) | 82.0 ± 2.8 | 82.0 ± 2.8")
     assert table[2].endswith("| 110 | 600 |")
     assert table[3].startswith("| pixel targets | 76.0 ± 1.4")
@@ -47,36 +51,36 @@ def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
 
 def test_finished_runs_leave_records_that_replace_them(tmp_path, monkeypatch):
     """A record holds all the table needs: with the run directories gone, nothing is trained again."""
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
     out, record = tmp_path / "compare", tmp_path / "record"
     for t, acc in (("latent", 0.8), ("pixels", 0.7)):
         fake_run(out / f"p-{t}-seed0", acc, 0.6 if t == "latent" else None, 100.0, 500.0)
-    first = study.compare(out, "p", [0], record=record)
+    first = compare.study(out, "p", [0], record=record)
     assert sorted(p.name for p in record.iterdir()) == ["p-latent-seed0.json", "p-pixels-seed0.json"]
     summary = json.loads((record / "p-latent-seed0.json").read_text())
     assert summary["trace"]["step"] == [9, 19] and summary["trace"]["feat_std"] == [0.5, 0.125]
     for run_dir in out.iterdir():
         for f in run_dir.iterdir():
             f.unlink()
-    assert study.compare(out, "p", [0], record=record) == first
+    assert compare.study(out, "p", [0], record=record) == first
 
 
 def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
-    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
     fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
     fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
-    table = study.ablations(tmp_path).splitlines()
+    table = ablations.study(tmp_path).splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| raw pixels",
                                                           "| baseline (demo preset)", "| lr 3e-4"]
     assert table[5].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[5].endswith("| 0.125 | 5.0 | 100 |")
 
 
 def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"--table-only started a run: {cmd}"))
-    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"--table-only started a run: {cmd}"))
+    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
     fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
-    table = study.ablations(tmp_path, study.Plan(table_only=True)).splitlines()
+    table = ablations.study(tmp_path, studies.Plan(table_only=True)).splitlines()
     assert table[2:4] == ["| random init (same ViT) | not run yet |", "| baseline (demo preset) | not run yet |"]
     assert table[4].startswith("| lr 3e-4 | 85.0")
 
@@ -91,17 +95,17 @@ def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_
         if cmd[2] == "minijepa.evaluate":
             fake_run(Path(cmd[3]), 0.9, None, 100.0, 500.0)
 
-    monkeypatch.setattr(study, "run", fake_subprocess)
-    monkeypatch.setattr(study, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"},
+    monkeypatch.setattr(runs, "run", fake_subprocess)
+    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"},
                                              "EMA 0.999 -> 1": {"momentum": "0.999"}})
     fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
-    table = study.ablations(tmp_path, study.Plan(only={"ema-0.999-1"}), seed=1).splitlines()
+    table = ablations.study(tmp_path, studies.Plan(only={"ema-0.999-1"}), seed=1).splitlines()
     assert started == ["minijepa.train", "minijepa.evaluate"]  # one run: not the baseline (done), not lr (unlisted)
     assert table[5] == "| lr 3e-4 | not run yet |" and table[6].startswith("| EMA 0.999 -> 1 | 90.0")
     with pytest.raises(ValueError, match="unknown ablation"):
-        study.ablations(tmp_path, study.Plan(only={"ema-0.99"}))
+        ablations.study(tmp_path, studies.Plan(only={"ema-0.99"}))
     with pytest.raises(SystemExit, match="error: unknown ablation.*choose from"):
-        study.main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99", "--record", "none"])  # before training
+        main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99", "--record", "none"])  # before training
 
 
 def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path, monkeypatch):
@@ -113,8 +117,8 @@ def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path,
         else:  # evaluate: leave a finished run behind
             fake_run(Path(cmd[3]), 0.9, 0.5 if "--no-baseline" not in cmd else None, 100.0, 500.0)
 
-    monkeypatch.setattr(study, "run", fake_subprocess)
-    study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--steps", "2400", "--record", "none"])
+    monkeypatch.setattr(runs, "run", fake_subprocess)
+    main(["compare", "--out", str(tmp_path), "--seeds", "3", "--steps", "2400", "--record", "none"])
     assert [c[c.index("--out") + 1] for c in trained] == [
         str(tmp_path / "compare-2400steps" / f"fashion-cpu-{t}-seed3") for t in ("latent", "pixels")]
     assert all({"--steps=2400", "--warmup-steps=240", "--seed=3"} <= set(c) for c in trained)
@@ -122,28 +126,28 @@ def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path,
     assert table[0].startswith("| fashion-cpu, 1 seed(s), 2400 steps | linear")
     assert table[2].startswith("| I-JEPA (latent targets) | 90.0") and table[4].startswith("| random init | 50.0")
     with pytest.raises(SystemExit, match="unknown compare run.*choose from"):  # before anything trains
-        study.main(["compare", "--out", str(tmp_path), "--seeds", "3", "--only", "fashion-cpu-latent-seed4",
+        main(["compare", "--out", str(tmp_path), "--seeds", "3", "--only", "fashion-cpu-latent-seed4",
                     "--record", "none"])
 
 
 def test_distractor_study_lists_its_runs_shards_them_and_refuses_unknown_kinds(tmp_path, capsys):
-    study.main(["distractors", "--list", "--out", str(tmp_path), "--record", "none"])
-    runs = capsys.readouterr().out.split()
-    assert len(runs) == 2 * 2 * (1 + 3 + 3)  # 2 seeds x 2 targets x (none + 3 noise + 3 clutter strengths)
-    assert runs[:4] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-latent-noise0.1-seed0",
+    main(["distractors", "--list", "--out", str(tmp_path), "--record", "none"])
+    names = capsys.readouterr().out.split()
+    assert len(names) == 2 * 2 * (1 + 3 + 3)  # 2 seeds x 2 targets x (none + 3 noise + 3 clutter strengths)
+    assert names[:4] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-latent-noise0.1-seed0",
                         "demo-pixels-noise0.1-seed0"]  # seed-major: the first seed's whole dial comes first
     shards = []
     for i in (0, 1):
-        plan = study.Plan(shard=(i, 2))
-        shards.append({name for name in runs if plan.may_train(name)})
-    assert shards[0] | shards[1] == set(runs) and not shards[0] & shards[1]  # two shards split the runs
+        plan = studies.Plan(shard=(i, 2))
+        shards.append({name for name in names if plan.may_train(name)})
+    assert shards[0] | shards[1] == set(names) and not shards[0] & shards[1]  # two shards split the runs
     with pytest.raises(ValueError, match="unknown distractor kind.*blur"):  # (tests/test_cli.py: the CLI's error)
-        study.distractors(tmp_path, kinds=("noise", "blur"))
+        distractors.study(tmp_path, kinds=("noise", "blur"))
 
 
 def test_distractor_table_and_dial_rows_come_from_the_finished_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
-    monkeypatch.setattr(study, "DIAL", {"noise": (0.2,), "clutter": ()})
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(distractors, "DIAL", {"noise": (0.2,), "clutter": ()})
     out = tmp_path / "distractors"
     for s in (0, 1):
         for spec, acc in (("none", 0.6), ("noise:0.2", 0.5)):
@@ -151,7 +155,7 @@ def test_distractor_table_and_dial_rows_come_from_the_finished_runs(tmp_path, mo
                 fake_run(out / f"demo-{t}-{spec.replace(':', '')}-seed{s}", acc + (t == "latent") * 0.1 + s * 0.02,
                          0.3 if t == "latent" else None, 100.0, 500.0, {"target": t, "seed": s, "distractor": spec},
                          clean=0.65 if spec != "none" else None)
-    table = study.distractors(out, "demo", [0, 1], kinds=("noise",)).splitlines()
+    table = distractors.study(out, "demo", [0, 1], kinds=("noise",)).splitlines()
     assert table[0].startswith("| distractor | encoder | seeds | linear | kNN | 10 / class (100 labels)")
     assert table[2].startswith("| none | I-JEPA (latent targets) | 0,1 | 71.0 ± 1.4")
     assert table[6].startswith("| noise 0.2 | I-JEPA (latent targets) | 0,1 | 61.0 ± 1.4")
@@ -159,7 +163,7 @@ def test_distractor_table_and_dial_rows_come_from_the_finished_runs(tmp_path, mo
     assert table[9].startswith("| noise 0.2 | raw pixels | 0,1 | 40.0 ± 0.0")
     summaries = [{"result": json.loads((run_dir / "eval.json").read_text()), "feat_std": 0.1, "erank": 3.0}
                  for run_dir in sorted(out.iterdir())]
-    rows = study.dial_rows(summaries)
+    rows = studies.dial_rows(summaries)
     assert len(rows) == 2 * 2 * (2 + 2)  # seeds x settings x (2 trained encoders + 2 baselines)
     assert {(r["kind"], r["strength"], r["encoder"]) for r in rows} >= {("noise", 0.2, "latent"), ("none", 0.0, "raw_pixels")}
     figure = tmp_path / "dial.png"
@@ -178,14 +182,14 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
         else:
             started.append(cmd[cmd.index("--out") + 1].split("/")[-1])
 
-    monkeypatch.setattr(study, "run", fake_subprocess)
-    table = study.regularisers(tmp_path / "regularisers", study.Plan(only=set()))  # nothing may train yet
+    monkeypatch.setattr(runs, "run", fake_subprocess)
+    table = regularisers.study(tmp_path / "regularisers", studies.Plan(only=set()))  # nothing may train yet
     assert table.endswith("(the rest waits until the sweep has finished)") and not started
     for t in ("latent", "pixels"):  # the plain fashion-cpu runs are the compare study's
         for s in (0, 1):
             fake_run(tmp_path / "compare" / f"fashion-cpu-{t}-seed{s}", 0.6, 0.3 if t == "latent" else None, 100.0,
                      500.0)
-    table = study.regularisers(tmp_path / "regularisers")
+    table = regularisers.study(tmp_path / "regularisers")
     assert "| fashion-cpu | kNN | sigreg 0.1 − pixel targets | -10.0, -10.0 |" in table  # paired by seed
     assert "| lr 2e-3 | 10 / class | sigreg 0.1 − no regulariser | +0.0 | +0.0 |" in table  # seed 0 only
     assert started[:8] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-vicreg-0.01-seed0",
@@ -196,8 +200,8 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "demo-predictor-depth-2-none-seed0" in started
     assert (tmp_path / "distractors" / "demo-latent-none-seed0").is_dir()  # shared with the distractor study
     (tmp_path / "regularisers.md").write_text(table)
-    groups = study.regulariser_groups(tmp_path / "regularisers.md")  # what notebook 10 draws, by setting
-    assert list(groups) == ["fashion-cpu", *study.COLLAPSE_PRONE]
+    groups = studies.regulariser_groups(tmp_path / "regularisers.md")  # what notebook 10 draws, by setting
+    assert list(groups) == ["fashion-cpu", *regularisers.COLLAPSE_PRONE]
     assert list(groups["fashion-cpu"]) == ["no regulariser", "pixel targets", "vicreg 1", "sigreg 0.1"]
     assert list(groups["noise 0.2"]) == ["no regulariser", "sigreg 0.1", "pixel targets"]
     assert groups["lr 2e-3"]["sigreg 0.1"]["kNN"] == "50.0 ± 0.0"
@@ -209,7 +213,7 @@ def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
     from minijepa.train import train
     run_dir = tmp_path / "distractors" / "demo-latent-noise0.5-seed0"
     train(tiny(steps=2, distractor="noise:0.5"), run_dir, progress=False)
-    d = study.diagnose(run_dir)
+    d = studies.diagnose(run_dir)
     assert set(d) == {"ijepa", "random_init", "raw_pixels"}
     assert all(0 < d[k]["distractor_share"] < 1 and 0 < d[k]["knn_whitened"] <= 1 for k in d)
     # raw pixels: the noise's variance (0.5^2 per pixel, over the normalising std^2) is most of the total
@@ -218,7 +222,7 @@ def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
     record.mkdir()
     summary = {"result": {"config": {"distractor": "noise:0.5", "target": "latent", "seed": 0}}}
     (record / f"{run_dir.name}.json").write_text(json.dumps(summary))
-    table = study.diagnosis_table(study.diagnose_records(tmp_path / "distractors", record)).splitlines()
+    table = studies.diagnosis_table(studies.diagnose_records(tmp_path / "distractors", record)).splitlines()
     assert table[2].startswith("| noise 0.5 | I-JEPA (latent targets) | 1 |") and len(table) == 5
 
 
@@ -235,7 +239,7 @@ def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise
     for seed, (lat, pix) in enumerate([(0.60, 0.59), (0.61, 0.60)]):  # none: 1 point, inside 2 s.e. (~3 points)
         rows += [dial_row("none", 0.0, "latent", seed, lat), dial_row("none", 0.0, "pixels", seed, pix)]
     rows += [dial_row("clutter", 0.5, "latent", 0, 0.50), dial_row("clutter", 0.5, "pixels", 0, 0.60)]  # one seed
-    lines = study.dial_verdicts(rows, metrics=("knn",)).splitlines()[2:]
+    lines = studies.dial_verdicts(rows, metrics=("knn",)).splitlines()[2:]
     by_setting = {line.split(" | ")[0].lstrip("| "): line for line in lines}
     assert "level: within the spread" in by_setting["none"]
     assert "| -10.0 | " in by_setting["clutter 0.5"] and "pixels ahead, on this seed only" in by_setting["clutter 0.5"]
@@ -243,7 +247,7 @@ def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise
         by_setting["noise 0.4"]
     assert by_setting["noise 0.4"].endswith("| +21.0 |")  # latent minus random init, mean over seeds
     rows[0]["knn"] = 0.50  # seed 0 now has pixels ahead by 10: the seeds disagree, and the spread grows with them
-    noisy = {l.split(" | ")[0].lstrip("| "): l for l in study.dial_verdicts(rows, ("knn",)).splitlines()[2:]}
+    noisy = {l.split(" | ")[0].lstrip("| "): l for l in studies.dial_verdicts(rows, ("knn",)).splitlines()[2:]}
     assert "latent ahead" not in noisy["noise 0.4"]
 
 
@@ -256,12 +260,12 @@ def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(
                          ("distractors", "demo-pixels-noise0.2-seed0")]:
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / f"{name}.json").write_text(json.dumps({"name": name}))
-    runs = study.collapse_prone_runs(tmp_path)
-    assert list(runs) == list(study.COLLAPSE_PRONE)
-    assert {k: v["name"] for k, v in runs["predictor depth 2"].items()} == {
+    found = studies.collapse_prone_runs(tmp_path)
+    assert list(found) == list(regularisers.COLLAPSE_PRONE)
+    assert {k: v["name"] for k, v in found["predictor depth 2"].items()} == {
         "no regulariser": "demo-predictor-depth-2-none-seed0", "sigreg 0.1": "demo-predictor-depth-2-sigreg-0.1-seed0"}
-    assert {k: v["name"] for k, v in runs["noise 0.2"].items()} == {"no regulariser": "demo-latent-noise0.2-seed0"}
-    assert runs["batch size 64"] == {}
+    assert {k: v["name"] for k, v in found["noise 0.2"].items()} == {"no regulariser": "demo-latent-noise0.2-seed0"}
+    assert found["batch size 64"] == {}
 
 
 def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
@@ -272,34 +276,58 @@ def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     contrasts = [("noise 0.2", "vicreg 1", reg, "pixel targets", [summary(0.60), summary(0.61)]),
                  ("lr 2e-3", "vicreg 1", reg, "no regulariser", [summary(0.40)]),  # seed 0 only
                  ("fashion-cpu", "vicreg 1", reg, "pixel targets", [summary(0.69), summary(0.69)])]
-    lines = study.contrast_verdicts(contrasts, [0, 1]).splitlines()[2:]
+    lines = studies.contrast_verdicts(contrasts, [0, 1]).splitlines()[2:]
     assert len(lines) == 6  # 3 contrasts x 2 read-outs; spread: twice the combined seed std, 2 x (2 + 0.5) ** 0.5
     assert lines[0] == ("| noise 0.2 | kNN | vicreg 1 − pixel targets | +10.0, +11.0 | +10.5 | 3.2 | "
                         "**vicreg 1 ahead** beyond the spread |")
     assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
     assert "| +1.0, +3.0 | +2.0 | 2.9 |" in lines[4] and "level: within the spread" in lines[4]
-    one_seed = study.contrast_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
-                                         [summary(0.69), summary(0.69)])], [0, 1])
+    one_seed = studies.contrast_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
+                                           [summary(0.69), summary(0.69)])], [0, 1])
     assert one_seed.splitlines()[2].endswith("vicreg 1 ahead, on this seed only |")  # one run is one seed's result
-    assert len(study.contrast_verdicts([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1]).splitlines()) \
-        == 2  # no reference run: no verdict
+    no_reference = studies.contrast_verdicts([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1])
+    assert len(no_reference.splitlines()) == 2  # no reference run: no verdict
 
 
 def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
     out = tmp_path / "compare-smooth_l1"
     for s, (lat, pix) in enumerate(((0.90, 0.71), (0.92, 0.69))):
         fake_run(out / f"fashion-cpu-latent-seed{s}", lat, 0.5, 100.0, 500.0)
         fake_run(out / f"fashion-cpu-pixels-seed{s}", pix, None, 100.0, 500.0)
-    table = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1")
+    table = compare.study(out, "fashion-cpu", [0, 1], loss="smooth_l1")
     assert table.startswith("| fashion-cpu, 2 seed(s), smooth_l1 loss |")
     assert "verdicts" not in table  # no L2 run finished yet: nothing to judge against
-    for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs (`study compare`), finished
+    for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs (the compare study), finished
         fake_run(tmp_path / "compare" / f"fashion-cpu-latent-seed{s}", acc, 0.5, 100.0, 500.0)
-    lines = study.compare(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
+    lines = compare.study(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
     verdicts = lines[lines.index("| smooth_l1 verdicts | read-out | difference | per seed | mean | spread | "
                                  "verdict |"):]
     assert len(verdicts) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
     assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
                            "+5.5 | 3.2 | **latent targets, smooth_l1 ahead** beyond the spread |")
-    assert "verdicts" not in study.compare(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
+    assert "verdicts" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"
+TABLES = {  # each committed table -> the command that writes it, training nothing
+    "compare": ["compare", "--table-only"],
+    "compare-smooth_l1": ["compare", "--loss", "smooth_l1", "--table-only"],
+    "distractors": ["distractors", "--table-only"],
+    "distractors-diagnosis": ["distractors", "--diagnose"],  # adds to records whose run directory is here: none
+    "regularisers": ["regularisers", "--table-only"],
+}
+
+
+def test_every_committed_table_is_checked():
+    assert sorted(p.stem for p in COMMITTED.glob("*.md")) == sorted(TABLES)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_committed_tables_come_back_byte_for_byte_from_the_committed_records(table, tmp_path, monkeypatch):
+    """docs/studies/<table>.md, written again from the records next to it (and nothing trained), is the same file."""
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a study with its records started a run: {cmd}"))
+    record = tmp_path / "record"
+    shutil.copytree(COMMITTED, record, ignore=shutil.ignore_patterns("*.md", "*.png"))  # the records alone
+    main([*TABLES[table], "--out", str(tmp_path / "runs"), "--record", str(record)])
+    assert (record / f"{table}.md").read_bytes() == (COMMITTED / f"{table}.md").read_bytes()

@@ -1,0 +1,111 @@
+"""The comparison: latent targets vs pixel targets vs random init vs raw pixels, over seeds.
+
+A preset (default `fashion-cpu`) trained with latent and with pixel targets; the latent runs also read out the random
+init and the raw pixels. `--layers 4`: read out the last 4 blocks instead of the last one; `--steps N`: a longer or
+shorter schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2, judged against the L2 runs
+seed by seed."""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from ..evaluate import METRICS
+from ..train import PRESETS
+from .runs import Plan, folders, record_path, seed_list, train_and_evaluate, write_table
+from .tables import contrast_verdicts, headers, pm
+
+TARGETS = ("latent", "pixels")
+
+
+def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int | None = None,
+          loss: str = "l2", plan: Plan | None = None, record: Path | None = None) -> str:
+    """Latent vs pixel targets vs random init vs raw pixels on `preset` over `seeds`; `steps` replaces the preset's
+    schedule length (warm-up: the first 10% of it), `loss` the prediction loss."""
+    plan = plan or Plan()
+    plan.check_only([f"{preset}-{t}-seed{s}" for s in seeds for t in TARGETS], "compare run")
+    overrides = {} if steps is None else {"steps": str(steps), "warmup_steps": str(steps // 10)}
+    if loss != "l2":
+        overrides["loss"] = loss
+    suffix = "" if layers == 1 else f"-{layers}layers"
+    runs = {}
+    for s in seeds:
+        for t in TARGETS:
+            name = f"{preset}-{t}-seed{s}"
+            runs[t, s] = train_and_evaluate(out / name, preset, {"target": t, "seed": str(s), **overrides},
+                                            baseline=t == "latent", layers=layers, table_only=not plan.may_train(name),
+                                            record=record_path(record, name + suffix))
+    readout = ("" if steps is None else f", {steps} steps") + ("" if loss == "l2" else f", {loss} loss") + \
+        ("" if layers == 1 else f", last {layers} layers")
+    done = [r for r in runs.values() if r is not None]
+    cols = headers(done[0]["result"]) if done else headers({"ijepa": {}})
+    lines = [f"| {preset}, {len(seeds)} seed(s){readout} | {' | '.join(cols)} | img/s | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"), ("pixel targets", "pixels", "ijepa"),
+                              ("random init", "latent", "random_init"), ("raw pixels", "latent", "raw_pixels")):
+        per_seed = [runs[target, s] for s in seeds if runs[target, s] is not None]
+        if key == "raw_pixels":  # no training seed: every run reads out the same pixels
+            per_seed = per_seed[:1]
+        if not per_seed or key not in per_seed[0]["result"]:
+            lines.append(f"| {name} | not run yet |")
+            continue
+        speed = " | " if key != "ijepa" else f"{statistics.fmean(r['img_per_s'] for r in per_seed):.0f} | " \
+            f"{max(r['peak_mem_mb'] for r in per_seed):.0f}"
+        seeds_note = "" if len(per_seed) == len(seeds) or key == "raw_pixels" else f" ({len(per_seed)} seed(s) so far)"
+        lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
+                                                          for m in METRICS) + f" | {speed} |")
+    plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
+        if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
+    if any(any(rows) for rows in plain.values()):
+        lines += ["", f"**Verdicts** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
+                  "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
+    return "\n".join(lines)
+
+
+def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -> dict[str, list[dict | None]]:
+    """The finished runs of the compare study on fashion-cpu (L2 loss, in root/compare/, records in
+    record_root/compare/) over `seeds`, per target: {"latent": [summary or None, ...], "pixels": [...]}."""
+    record = None if record_root is None else record_root / "compare"
+    return {t: [train_and_evaluate(root / "compare" / f"fashion-cpu-{t}-seed{s}", "fashion-cpu", {},
+                                   baseline=t == "latent", table_only=True,
+                                   record=record_path(record, f"fashion-cpu-{t}-seed{s}"))
+                for s in seeds] for t in TARGETS}
+
+
+def loss_verdicts(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
+                  seeds: list[int]) -> str:
+    """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
+    L2 (plain: `plain_fashion_runs`), seed by seed."""
+    contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
+                 for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
+    return contrast_verdicts(contrasts, seeds, f"{loss} verdicts", METRICS)
+
+
+def schedule_length(text: str) -> int:
+    """--steps: a whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, got {text!r}")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="fashion-cpu",
+                   help="the preset to train (default fashion-cpu)")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1], help="comma-separated seeds (default 0,1)")
+    p.add_argument("--layers", type=int, choices=[1, 4], default=1,
+                   help="read out the last block or the last 4 (default 1; 4 evaluates finished runs again)")
+    p.add_argument("--steps", type=schedule_length, help="train this many steps instead of the preset's (runs in "
+                                                         "compare-Nsteps/)")
+    p.add_argument("--loss", choices=["l2", "smooth_l1"], default="l2",
+                   help="the prediction loss (default l2; smooth_l1: runs in compare-smooth_l1/, judged against l2)")
+    p.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace, plan: Plan) -> None:
+    """`python -m minijepa.studies compare`: writes RECORD/compare.md (compare-Nsteps, -smooth_l1, -4layers)."""
+    name = "compare" + ("" if args.steps is None else f"-{args.steps}steps") + \
+        ("" if args.loss == "l2" else f"-{args.loss}")
+    out, record = folders(args, name)
+    table = study(out, args.preset, args.seeds, args.layers, args.steps, args.loss, plan, record)
+    if plan.listing is None:
+        write_table(args, name if args.layers == 1 else f"{name}-{args.layers}layers", table)

@@ -1,0 +1,188 @@
+"""The regulariser study: VICReg and SIGReg against collapse.
+
+The regularisers of minijepa/regularisers.py: a weight sweep on `demo`, the best weights on `fashion-cpu`, and the
+collapse-prone settings with and without, with verdicts against pixel targets and plain I-JEPA."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from ..results import markdown_tables
+from .compare import plain_fashion_runs
+from .distractors import dial_run
+from .runs import Plan, folders, record_path, seed_list, slug, train_and_evaluate, write_table
+from .tables import contrast_verdicts, headers, summary_row
+
+REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
+COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and distractors
+    "predictor depth 2": {"predictor_depth": "2"},
+    "batch size 64": {"batch_size": "64"},
+    "lr 2e-3": {"lr": "2e-3", "start_lr": "4e-4"},
+    "noise 0.2": {"distractor": "noise:0.2"},
+    "clutter 1.0": {"distractor": "clutter:1"},
+}
+REG_TABLES = ("regulariser study, fashion-cpu", "collapse-prone setting, demo")  # the titles of stages 2 and 3
+
+
+def sweep_score(summary: dict) -> float:
+    """How the sweep picks a regulariser's weight: the mean of kNN and the 10-per-class probe (one seed)."""
+    r = summary["result"]["ijepa"]
+    return (r["knn"] + r["linear_10_per_class"]) / 2
+
+
+def collapse_run(setting: str, reg: str, seed: int) -> str:
+    """The name of a collapse-prone run of the regulariser study: reg is "none" or "<reg>-<weight>", e.g.
+    demo-predictor-depth-2-vicreg-1-seed0."""
+    return f"demo-{slug(setting)}-{reg}-seed{seed}"
+
+
+def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds: list[int] = (0, 1)) -> str:
+    """VICReg and SIGReg on the context encoder's output, against plain I-JEPA (minijepa/regularisers.py):
+    1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the best weight of each (by
+       `sweep_score`) goes on; the better of the two is also tried per patch, and without the EMA teacher
+       (target = the context encoder under stop-gradient: momentum 0);
+    2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
+    3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
+       and without it (seed 0; the distractor settings: both seeds, the distractor study's runs);
+    then the verdicts: the regularised rows against pixel targets and plain I-JEPA (`contrast_verdicts`).
+    Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
+    trained there if missing. Steps 2-3 wait until the sweep has finished."""
+    plan = plan or Plan()
+    dial_out = out.parent / "distractors"
+    dial_record = None if record is None else record.parent / "distractors"
+
+    def go(name: str, preset: str, overrides: dict[str, str], baseline: bool = False, shared: bool = False):
+        where, rec = (dial_out, dial_record) if shared else (out, record)
+        return train_and_evaluate(where / name, preset, overrides, baseline=baseline,
+                                  table_only=not plan.may_train(name), record=record_path(rec, name))
+
+    def plain(target: str, seed: int, distractor: str = "none") -> dict | None:
+        return go(dial_run("demo", target, distractor, seed), "demo",
+                  {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
+                  shared=True)
+
+    def cols(title: str, runs: list[dict | None]) -> str:  # a table's header, with its low-shot probes' labels
+        first = next((r for r in runs if r is not None), None)
+        names = headers(first["result"] if first else {"ijepa": {}})
+        return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |"
+
+    rule = "|---|---|---|---|---|---|---|---|"
+    # 1 · the sweep
+    base = {t: plain(t, 0) for t in ("latent", "pixels")}
+    sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
+             for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
+    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "",
+             cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()]), rule]
+    if base["latent"] is not None:
+        lines += [summary_row("random init", [base["latent"]], "random_init"),
+                  summary_row("raw pixels", [base["latent"]], "raw_pixels")]
+    lines += [summary_row("I-JEPA, no regulariser", [base["latent"]]), summary_row("pixel targets", [base["pixels"]])]
+    lines += [summary_row(f"{reg} {w:g}", [sweep[reg, w]]) for reg, w in sweep]
+    best = {}
+    for reg in ("vicreg", "sigreg"):
+        done = [(sweep_score(sweep[reg, w]), w) for w in REG_WEIGHTS if sweep[reg, w] is not None]
+        if len(done) == len(REG_WEIGHTS):
+            best[reg] = max(done)[1]
+    if len(best) < 2:
+        return "\n".join(lines + ["", "(the rest waits until the sweep has finished)"])
+    top = max(best, key=lambda reg: sweep_score(sweep[reg, best[reg]]))
+    flags = {"reg": top, "reg_weight": f"{best[top]:g}"}
+    variants = {f"{top} {best[top]:g}, per patch": go(f"demo-{top}-{best[top]:g}-patch-seed0", "demo",
+                                                       {**flags, "reg_on": "patch", "seed": "0"}),
+                f"{top} {best[top]:g}, no EMA (momentum 0)": go(f"demo-{top}-{best[top]:g}-noema-seed0", "demo",
+                                                                 {**flags, "momentum": "0", "final_momentum": "0",
+                                                                  "seed": "0"})}
+    lines += [summary_row(label, [s]) for label, s in variants.items()]
+    lines += ["", "Best weight by the mean of kNN and the 10-per-class probe: " +
+              ", ".join(f"{reg} {w:g}" for reg, w in best.items()) + f"; the better of the two: {top}."]
+    # 2 · fashion-cpu
+    fashion = {reg: [go(f"fashion-cpu-{reg}-{best[reg]:g}-seed{s}", "fashion-cpu",
+                        {"reg": reg, "reg_weight": f"{best[reg]:g}", "seed": str(s)}, baseline=reg == top)
+                     for s in seeds] for reg in best}
+    plain_fashion = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds)
+    lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
+              cols(REG_TABLES[0], [r for runs in fashion.values() for r in runs]), rule,
+              summary_row("random init", fashion[top], "random_init", len(seeds)),
+              summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
+              summary_row("I-JEPA, no regulariser", plain_fashion["latent"], seeds=len(seeds)),
+              summary_row("pixel targets", plain_fashion["pixels"], seeds=len(seeds))]
+    lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
+    # 3 · collapse-prone settings
+    lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
+              cols(REG_TABLES[1], [base["latent"], *sweep.values()]), rule]
+    top_label = f"{top} {best[top]:g}"
+    contrasts = []
+    for reg in best:
+        for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
+            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, plain_fashion[t]))
+    for setting, overrides in COLLAPSE_PRONE.items():
+        if "distractor" in overrides:
+            spec = overrides["distractor"]
+            without = [plain("latent", s, spec) for s in seeds]
+            pixels = [plain("pixels", s, spec) for s in seeds]
+        else:
+            without = [go(collapse_run(setting, "none", 0), "demo", {**overrides, "seed": "0"})]
+            pixels = []
+        with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
+                    for s in seeds]
+        lines += [summary_row(f"{setting}, no regulariser", without),
+                  summary_row(f"{setting}, {top_label}", with_reg, seeds=len(seeds))]
+        if pixels:
+            lines.append(summary_row(f"{setting}, pixel targets", pixels))
+            contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
+        contrasts.append((setting, top_label, with_reg, "no regulariser", without))
+    lines += ["", "**Verdicts** (regularised latent targets minus the reference row; seed by seed where both rows "
+              "have the seed)", "", contrast_verdicts(contrasts, seeds)]
+    return "\n".join(lines)
+
+
+def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
+    """The rows of stages 2 and 3 of the regulariser study's table (`study`, saved at `path`), grouped by setting:
+    {"fashion-cpu" or a COLLAPSE_PRONE setting: {variant: {column: cell}}}, variants named as in the verdicts
+    ("no regulariser", "pixel targets", "vicreg 1", ...); the baselines (random init, raw pixels) left out."""
+    tables = {t["title"]: t["rows"] for t in markdown_tables(path)}
+    groups = {}
+    for title in REG_TABLES:
+        for label, row in tables.get(title, {}).items():
+            label = re.sub(r" \(.*\)$", "", label)  # drop "(1 of 2 seeds so far)"
+            setting, variant = ("fashion-cpu", label.removeprefix("I-JEPA, ")) if title == REG_TABLES[0] \
+                else label.rsplit(", ", 1)  # "<setting>, <variant>"
+            if variant not in ("random init", "raw pixels"):
+                groups.setdefault(setting, {})[variant] = row
+    return groups
+
+
+def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """The finished runs of the collapse-prone settings (COLLAPSE_PRONE) for one seed, read from the records under
+    `record` (docs/studies): {setting: {"no regulariser": summary, "<reg> <weight>": summary, ...}}. The plain runs
+    of the distractor settings are the distractor study's."""
+    record = Path(record)
+    out = {}
+    for setting, overrides in COLLAPSE_PRONE.items():
+        if "distractor" in overrides:
+            plain = record / "distractors" / f"{dial_run('demo', 'latent', overrides['distractor'], seed)}.json"
+        else:
+            plain = record / "regularisers" / f"{collapse_run(setting, 'none', seed)}.json"
+        paths = {"no regulariser": plain}
+        for path in sorted((record / "regularisers").glob(f"{collapse_run(setting, '*', seed)}.json")):
+            _, reg, weight, _ = path.stem.rsplit("-", 3)  # demo-<setting>-<reg>-<weight>-seed<N>
+            if reg in ("vicreg", "sigreg"):
+                paths[f"{reg} {weight}"] = path
+        out[setting] = {label: json.loads(path.read_text()) for label, path in paths.items() if path.exists()}
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=seed_list, default=[0, 1],
+                   help="comma-separated seeds of stages 2 and 3 (default 0,1; the sweep: seed 0)")
+    p.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace, plan: Plan) -> None:
+    """`python -m minijepa.studies regularisers`: writes RECORD/regularisers.md."""
+    out, record = folders(args, "regularisers")
+    table = study(out, plan, record, args.seeds)
+    if plan.listing is None:
+        write_table(args, "regularisers", table)

@@ -1,0 +1,88 @@
+"""The studies' tables: mean ± std over seeds, the read-outs' column names, a row of run summaries, and the one rule
+for calling a gap between two rows (`gap_verdict`: only beyond the spread), applied row against row
+(`contrast_verdicts`)."""
+from __future__ import annotations
+
+import statistics
+
+from ..evaluate import METRICS, spread_margin
+
+READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """The mean and the seed std (0 for one seed) of a row's values."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def pm(values: list[float]) -> str:
+    """Mean ± std over seeds, in %."""
+    mean, std = mean_sd(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
+
+
+def headers(result: dict) -> list[str]:
+    """The read-outs' column names, with how many labels the low-shot probes had."""
+    r = result["ijepa"]
+    return ["linear", "kNN", f"10 / class ({r['n_10_per_class']} labels)" if "n_10_per_class" in r else "10 / class",
+            f"1 % ({r['n_1pct']} labels)" if "n_1pct" in r else "1 %"]
+
+
+def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None) -> str:
+    """A table row: the four read-outs as mean ± std over the finished runs, then (for trained encoders) the final
+    prediction loss, feature std and effective rank (means)."""
+    done = [s for s in summaries if s is not None]
+    if not done:
+        return f"| {label} | not run yet |"
+    note = "" if seeds is None or len(done) == seeds else f" ({len(done)} of {seeds} seeds so far)"
+    cells = [pm([s["result"][key][m] for s in done]) for m in METRICS]
+    if key == "ijepa":
+        cells += [f"{statistics.fmean(s.get('pred_loss', s['loss']) for s in done):.4f}",
+                  f"{statistics.fmean(s['feat_std'] for s in done):.3f}",
+                  f"{statistics.fmean(s['erank'] for s in done):.1f}"]
+    else:
+        cells += ["", "", ""]
+    return f"| {label}{note} | " + " | ".join(cells) + " |"
+
+
+def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
+                names: tuple[str, str]) -> tuple[float, str]:
+    """Is row a ahead of row b? a, b: (mean, seed std) of one read-out in %. The gap of the means counts only beyond
+    the spread: twice the combined seed std, and at least 2 standard errors of one test accuracy
+    (evaluate.spread_margin). `diffs`: a - b seed by seed where both rows have the seed; one such seed makes the
+    verdict that seed's only, seeds that disagree in sign make none. Returns (spread, verdict)."""
+    gap = a[0] - b[0]
+    spread = 100 * spread_margin(a[0] / 100, b[0] / 100, a[1] / 100, b[1] / 100, n_test)
+    winner = names[0] if gap > 0 else names[1]
+    if abs(gap) <= spread:
+        return spread, "level: within the spread"
+    if len(diffs) == 1:
+        return spread, f"{winner} ahead, on this seed only"
+    if any((d > 0) != (gap > 0) for d in diffs):
+        return spread, "the seeds disagree"
+    return spread, f"**{winner} ahead** beyond the spread"
+
+
+def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
+                      metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
+    contrasts: (setting, label, summaries over `seeds`, reference label, reference summaries over `seeds`), None
+    where a run is missing (a reference with seed 0 alone, for instance); a contrast without runs is left out."""
+    lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
+    for setting, label, runs, ref_label, ref in contrasts:
+        for m in metrics:
+            mine, theirs = ({s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, rows) if r is not None}
+                            for rows in (runs, ref))
+            if not mine or not theirs:
+                continue
+            other = mean_sd(list(theirs.values()))
+            stats = mean_sd(list(mine.values()))
+            gap = stats[0] - other[0]
+            diffs = [mine[s] - theirs[s] for s in mine if s in theirs] or ([gap] if len(mine) == 1 else [])
+            n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
+            spread, verdict = gap_verdict(stats, other, n_test, diffs, (label, ref_label))
+            paired = [f"{mine[s] - theirs[s]:+.1f}" for s in mine if s in theirs]
+            lines.append(f"| {setting} | {READOUTS[m]} | {label} − {ref_label} | "
+                         f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
+                         f"{verdict} |")
+    return "\n".join(lines)
