@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import schedules
+from .config import OPTIONS
 from .device import AMP_MODES, compile_networks, compile_problem, make_scaler, peak_memory_mb, pick_device, resolve_amp
 from .train import (PRESETS, ArgumentParser, Config, build_masker, build_model, check_config, step_generator,
                     train_step, user_errors)
@@ -39,15 +40,18 @@ def peak_tflops(device: torch.device) -> float | None:
 
 def main(argv: list[str] | None = None) -> dict:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="bench", choices=["bench", *PRESETS], help="model/batch configuration")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="precision, as in training (default: auto)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (and compilation)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks (as training does)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--preset", default="bench", choices=["bench", *PRESETS], help="model and batch to time: bench "
+                   "(32 px RGB, ViT-Tiny 192 x 12, batch 64) or a training preset (python -m minijepa.train --help)")
+    p.add_argument("--device", default="auto", metavar="NAME", help=OPTIONS["device"][0])
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help=OPTIONS["amp"][0] + " (default auto)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per step (default: the preset's)")
+    p.add_argument("--steps", type=int, default=20, metavar="N", help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed steps first, compilation included "
+                                                                     "(default 3)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks, as training does on CUDA")
+    p.add_argument("--peak-tflops", type=float, default=None, metavar="X", help="the device's peak TFLOP/s, for "
+                   "MFU (default: looked up for known GPUs, else no MFU)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
     args = p.parse_args(argv)
     with user_errors():

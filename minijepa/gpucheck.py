@@ -242,9 +242,12 @@ def run_checks(plan: Plan, out: Path, only: set[str], env: dict, data: str) -> l
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", help="folder for the runs and gpucheck.json (default: a new temporary folder)")
-    p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps to run, of {', '.join(STEPS)}")
-    p.add_argument("--dry-run", action="store_true", help="the same commands on the CPU, tiny shapes")
+    p.add_argument("--out", metavar="DIR", help="an empty or new folder for the runs and gpucheck.json (default: a "
+                                                "new temporary folder)")
+    p.add_argument("--only", default=",".join(STEPS), metavar="STEP,...", help=f"the steps to run, comma-separated, "
+                   f"of {{{','.join(STEPS)}}} (default: all; evaluate also runs train)")
+    p.add_argument("--dry-run", action="store_true", help="the same commands on the CPU with tiny shapes (no GPU "
+                                                          "needed): checks the script itself")
     args = p.parse_args(argv)
     only = set(args.only.split(","))
     if not only <= set(STEPS):

@@ -83,11 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make", help="train a recipe and export it")
-    m.add_argument("name", choices=sorted(RECIPES))
-    m.add_argument("--runs", default="runs/pretrained")
+    m.add_argument("name", choices=sorted(RECIPES), help="the recipe (RECIPES in minijepa/pretrained.py)")
+    m.add_argument("--runs", default="runs/pretrained", metavar="DIR", help="where its run directory goes (default "
+                                                                             "runs/pretrained)")
     e = sub.add_parser("export", help="export a finished run")
-    e.add_argument("run_dir")
-    e.add_argument("name")
+    e.add_argument("run_dir", help="a run directory with checkpoint.pt")
+    e.add_argument("name", help="the file to write: data/pretrained/NAME.pt")
     args = p.parse_args(argv)
     try:
         with user_errors():

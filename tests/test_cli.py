@@ -29,8 +29,8 @@ BAD = [  # (command, arguments; {tmp} is a fresh folder, {run} a finished tiny r
     ("train", "--out {tmp}/r --patch-size 5", "not divisible by patch size 5"),
     ("train", "--out {tmp}/r --target-scale 0.9,0.95", "impossible masks"),
     ("train", "--out {tmp}/r --target-scale 0.1", "write two numbers like 0.15,0.2"),
-    ("train", "--out {tmp}/r --target nonsense", "target must be 'latent' or 'pixels'"),
-    ("train", "--out {tmp}/r --masking zigzag", "unknown masking strategy 'zigzag'"),
+    ("train", "--out {tmp}/r --target nonsense", "--target must be one of latent, pixels, got 'nonsense'"),
+    ("train", "--out {tmp}/r --masking zigzag", "--masking must be one of multiblock, random, block, rasterized"),
     ("train", "--out {tmp}/r --dim 102", "--dim must be divisible by 4 (sin-cos positions) and by --heads (4)"),
     ("train", "--out {tmp}/r --amp fast", "--amp must be one of auto, bf16, fp16, off"),
     ("train", "--out {tmp}/r --device gpu", "--device 'gpu': use auto, cpu, cuda"),
@@ -131,3 +131,24 @@ def test_bad_commands_as_a_user_sees_them(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode not in (0, None) and error_line(err, expected), (cli, args, proc.returncode, err)
         assert "Traceback" not in err, (cli, args, err)
+
+
+def test_train_help_names_each_option_once_with_its_choices_and_meaning(capsys):
+    """--help comes from config.OPTIONS: every Config field once (no second spelling), its choices where the values
+    are a fixed set, and a line of meaning; OPTIONS and Config cannot drift apart."""
+    import dataclasses
+
+    from minijepa.config import OPTIONS, Config
+    assert list(OPTIONS) == [f.name for f in dataclasses.fields(Config)]
+    with pytest.raises(SystemExit):
+        train_module.main(["--help"])
+    text = capsys.readouterr().out
+    listed = [line.split()[0] for line in text.split("options:")[1].splitlines() if line.startswith("  -")]
+    for name, (meaning, choices) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        assert listed.count(flag) == 1, flag  # listed once, in the options
+        assert "--" + name not in listed or "_" not in name  # the config.json spelling is accepted, not listed
+        if choices:
+            assert f"{flag} {{{','.join(choices)}}}" in text
+    assert "--reg {none,vicreg,sigreg}" in text and "--amp {auto,bf16,fp16,off}" in text
+    assert "anti-collapse term" in " ".join(text.split())

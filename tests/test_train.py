@@ -115,19 +115,24 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    """A crash while saving leaves the previous checkpoint intact and readable."""
+    """A crash while saving leaves the previous checkpoint intact and readable, and no partial file behind."""
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, step=1)
+    real_open = open
 
-    def crash(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a file")
-        raise OSError("disk full")
+    def crash(file, mode="r", *a, **k):
+        if str(file).endswith(".tmp"):
+            with real_open(file, mode, *a, **k) as f:
+                f.write(b"half a file")
+            raise OSError("disk full")
+        return real_open(file, mode, *a, **k)
 
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr("builtins.open", crash)
+    with pytest.raises(CheckpointError, match="could not save .*disk full.*the partial file was removed"):
         save_checkpoint(path, step=2)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
+    assert list(tmp_path.iterdir()) == [path]  # no checkpoint.pt.tmp left behind holding space
 
 
 def test_existing_run_needs_resume_and_same_config(tmp_path):
