@@ -2,8 +2,9 @@
 once inside a real kernel (nbclient plays the notebook front end), where an impossible setting must leave no figure
 under its message.
 
-The pure functions underneath (`sample_masks`, `mask_stats`) are tested directly: same seed, same masks; and the
-statistics land where the paper says (multi-block context ~0.25 of a 14x14 grid, Table 6).
+The pure functions underneath (`sample_masks`, `mask_stats`, `remedies`, `impossible_message`) are tested directly:
+same seed, same masks; the statistics land where the paper says (multi-block context ~0.25 of a 14x14 grid, Table 6);
+an impossible setting's advice names only what the explorer's controls can still change.
 """
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import re  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from minijepa.masks import (BlockMasker, MultiBlockMasker, RandomMasker, RasterizedMasker,  # noqa: E402
                             indices_to_mask)
 from minijepa.plots import block_outline  # noqa: E402
-from minijepa.widgets import MaskStats, masker_from_options, mask_explorer, mask_stats, sample_masks  # noqa: E402
+from minijepa.widgets import (BATCH_SIZES, EXPLORER_CLASS, EXPLORER_CSS, LIMITS, READOUT_WIDTH_PX,  # noqa: E402
+                              MaskStats, batch_choices, impossible_message, mask_explorer, mask_stats,
+                              masker_from_options, min_keep_limit, remedies, sample_masks)
 
 pytest.importorskip("ipywidgets")
 
@@ -93,6 +98,97 @@ def test_block_outline_traces_the_border_of_a_block():
     assert len(block_outline(mask)) == 14
 
 
+# ------------------------------------------------------------------------------------------------- impossible settings
+def options(**changes) -> dict:
+    """The explorer's options (less seed and batch size) at the paper's defaults, with `changes`."""
+    return {"strategy": "multiblock", "grid_size": 14, "n_targets": 4, "target_scale": (0.15, 0.2),
+            "target_aspect": (0.75, 1.5), "context_scale": (0.85, 1.0), "min_keep": 4} | changes
+
+
+def refusal(**changes) -> tuple[Exception, dict, bool]:
+    """What the masker raises for `options(**changes)`, the options, and whether it was built (sampling failed)."""
+    opts = options(**changes)
+    try:
+        masker = masker_from_options(**opts)
+    except ValueError as e:
+        return e, opts, False
+    with pytest.raises((ValueError, RuntimeError)) as e:
+        masker.sample(8, torch.Generator().manual_seed(0))
+    return e.value, opts, True
+
+
+def advice(message: str) -> str:
+    return message.split(". Try ", 1)[1]
+
+
+def test_a_refused_build_names_only_the_controls_that_make_it_possible():
+    # 7x7: the context block is already the whole grid, so a larger context scale cannot help and is not offered
+    error, opts, sampled = refusal(grid_size=7, min_keep=38)
+    assert not sampled
+    assert remedies(opts, sampled) == ["a smaller target scale (now (0.15, 0.2))", "a lower min_keep (now 38)",
+                                       "a larger grid (now 7x7)"]
+    # a small context block: now the context scale helps, and shrinking the targets alone does not
+    error, opts, sampled = refusal(grid_size=7, context_scale=(0.5, 0.6), min_keep=30)
+    assert remedies(opts, sampled) == ["a larger context scale (now (0.5, 0.6))", "a lower min_keep (now 30)",
+                                       "a larger grid (now 7x7)"]
+    # a target covering the 4x4 grid: no min_keep and no grid helps, only a smaller (or less square) target
+    error, opts, sampled = refusal(grid_size=4, target_scale=(0.9, 1.0))
+    message = impossible_message(error, opts, sampled)
+    assert message.startswith("impossible masks on a 4x4 grid: at most 0 context patches can remain")
+    assert advice(message) == ("a smaller target scale (now (0.9, 1.0)) or a target aspect further from 1 "
+                               "(now (0.75, 1.5)).")
+    for name, end in [("target_scale", (0.01, 0.01)), ("target_aspect", (4.0, 4.0))]:  # each one alone builds
+        masker_from_options(**(opts | {name: end}))
+
+
+def test_a_failed_draw_names_the_controls_that_make_room_for_the_context():
+    error, opts, sampled = refusal(grid_size=7, min_keep=35)  # built, but 100 redraws leave too small contexts
+    assert sampled and isinstance(error, RuntimeError)
+    message = impossible_message(error, opts, sampled)
+    assert message.startswith("impossible: after 100 draws") and "on a 7x7 grid." in message
+    assert advice(message) == ("fewer target blocks (now 4), a smaller target scale (now (0.15, 0.2)), a larger "
+                               "context scale (now (0.85, 1.0)), a lower min_keep (now 35) or a larger grid (now 7x7).")
+    # controls at the end of their slider are not named
+    ends = options(grid_size=LIMITS["grid_size"][1], n_targets=1, target_scale=(0.01, 0.01),
+                   context_scale=(1.0, 1.0), min_keep=1)
+    assert remedies(ends, sampled=True) == []
+    assert impossible_message("too small", ends, sampled=True).endswith("No single control makes room alone: "
+                                                                        "change several.")
+
+
+def test_the_block_strategy_is_not_told_to_change_its_fixed_scale():
+    error, opts, sampled = refusal(strategy="block", grid_size=2, target_aspect=(1.0, 1.0))  # 2x2 block covers 2x2
+    assert sampled
+    message = impossible_message(error, opts, sampled)
+    assert message == ("impossible: a 2x2 target block covers the whole 2x2 grid. Try a target aspect further from 1 "
+                       "(now (1.0, 1.0)) or a larger grid (now 2x2).")
+    assert "scale" not in advice(message)
+    # and each remedy works: an aspect of 4 or a 3x3 grid draws masks
+    sample_masks("block", 2, target_aspect=(4.0, 4.0), batch_size=8)
+    sample_masks("block", 3, target_aspect=(1.0, 1.0), batch_size=8)
+
+
+def test_impossible_messages_say_impossible_once_and_write_grids_one_way():
+    for changes in [dict(grid_size=7, min_keep=38), dict(grid_size=7, min_keep=35),
+                    dict(strategy="block", grid_size=2, target_aspect=(1.0, 1.0))]:
+        message = impossible_message(*refusal(**changes))
+        assert message.startswith("impossible") and message.count("impossible") == 1, message
+        assert not re.search(r"\(\d+, \d+\)", message), message  # never "(7, 7)": grids are "7x7"
+        assert re.search(r"\b\d+x\d+ grid\b", message), message
+
+
+def test_the_min_keep_slider_reaches_a_refusal_on_every_grid():
+    for grid in range(LIMITS["grid_size"][0], LIMITS["grid_size"][1] + 1):
+        with pytest.raises(ValueError, match="impossible masks"):
+            masker_from_options("multiblock", grid, min_keep=min_keep_limit(grid))
+
+
+def test_batch_sizes_step_by_doubling_from_one():
+    assert BATCH_SIZES[0] == 1 and BATCH_SIZES[-1] == 1024
+    assert all(b == 2 * a for a, b in zip(BATCH_SIZES, BATCH_SIZES[1:]))
+    assert batch_choices(128) == list(BATCH_SIZES) and batch_choices(100) == sorted([*BATCH_SIZES, 100])
+
+
 # ------------------------------------------------------------------------------------------------- the widget
 @pytest.fixture
 def explorer():
@@ -143,6 +239,27 @@ def test_explorer_batch_size_and_min_keep(explorer):
     assert explorer.error is not None and "min_keep=40" in explorer.error
 
 
+def test_explorer_min_keep_slider_follows_the_grid(explorer):
+    min_keep = explorer.controls["min_keep"]
+    assert min_keep.max == 14 * 14
+    min_keep.value = min_keep.max  # "raise min_keep until the masker refuses" works on the default grid
+    assert explorer.error.startswith("impossible masks on a 14x14 grid")
+    assert "a lower min_keep (now 196)" in explorer.error
+    explorer.controls["grid_size"].value = 7  # the top comes down with the grid, and the value with it
+    assert min_keep.max == min_keep.value == 49 and "min_keep=49" in explorer.error
+    min_keep.value = 4
+    assert explorer.error is None and explorer.masker.grid_size == (7, 7)
+
+
+def test_explorer_batch_slider_and_readouts(explorer):
+    batch = explorer.controls["batch_size"]
+    assert tuple(batch.options) == tuple(batch_choices(32)) and batch.options[0] == 1 and batch.options[-1] == 1024
+    # every range readout ("0.85 – 1.00") gets more than the 72 px ipywidgets gives it, in this explorer only
+    assert READOUT_WIDTH_PX >= 88 and f"min-width: {READOUT_WIDTH_PX}px" in EXPLORER_CSS
+    assert EXPLORER_CLASS in explorer.widget._dom_classes and EXPLORER_CSS.startswith(f".{EXPLORER_CLASS} ")
+    assert any(f"<style>{EXPLORER_CSS}</style>" == getattr(child, "value", None) for child in explorer.widget.children)
+
+
 def test_explorer_message_rounds_slider_values(explorer):
     explorer.controls["grid_size"].value = 4
     explorer.controls["target_scale"].value = (0.9000000000000001, 1.0)  # what a slider's float steps can hold
@@ -169,6 +286,8 @@ def test_explorer_shows_impossible_settings_instead_of_raising(explorer):
     assert explorer.error is not None and "impossible masks on a 4x4 grid" in explorer.error
     assert explorer.result is None and explorer.figure is None
     assert "impossible" in explorer.status.value and "min_keep" in explorer.status.value
+    assert "<b>impossible</b> masks on a 4x4 grid" in explorer.status.value
+    assert explorer.status.value.count("impossible") == 1  # not "impossible: impossible masks"
     explorer.controls["target_scale"].value = (0.15, 0.2)  # back to a possible setting: masks again
     assert explorer.error is None and explorer.result is not None and explorer.figure is not None
 
