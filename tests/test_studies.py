@@ -11,7 +11,7 @@ import pytest
 from minijepa import studies
 from minijepa.evaluate import METRICS
 from minijepa.plots import plot_dial
-from minijepa.studies import ablations, compare, distractors, regularisers, runs
+from minijepa.studies import ablations, compare, distractors, regularisers, runs, tables
 from minijepa.studies.__main__ import main
 
 
@@ -331,3 +331,24 @@ def test_committed_tables_come_back_byte_for_byte_from_the_committed_records(tab
     shutil.copytree(COMMITTED, record, ignore=shutil.ignore_patterns("*.md", "*.png"))  # the records alone
     main([*TABLES[table], "--out", str(tmp_path / "runs"), "--record", str(record)])
     assert (record / f"{table}.md").read_bytes() == (COMMITTED / f"{table}.md").read_bytes()
+
+
+def test_a_run_read_out_with_the_whitened_probes_is_read_out_again(tmp_path, monkeypatch):
+    """A record from the earlier, whitened protocol is kept as it is by --table-only (and its table says "whitened"),
+    but a study that may run evaluates the run again; records of the current protocol are never redone."""
+    old = json.loads(next((COMMITTED / "compare").glob("*.json")).read_text())
+    assert tables.whitened(old["result"])
+    assert "linear (whitened)" in tables.headers(old["result"])
+    record = tmp_path / "rec.json"
+    record.write_text(json.dumps(old))
+    started = []
+    monkeypatch.setattr(runs, "run", lambda cmd: started.append(cmd[2]) or pytest.fail("stop after the first command"))
+    assert runs.train_and_evaluate(tmp_path / "run", "demo", {}, baseline=True, table_only=True, record=record) == old
+    assert not started
+    with pytest.raises(pytest.fail.Exception):
+        runs.train_and_evaluate(tmp_path / "run", "demo", {}, baseline=True, record=record)
+    assert started == ["minijepa.train"]  # no checkpoint here: trained again first, then evaluated
+    new = {**old, "result": {**old["result"], "protocol": {**old["result"]["protocol"], "linear_whitened": {}}}}
+    record.write_text(json.dumps(new))
+    assert not tables.whitened(new["result"]) and "linear" in tables.headers(new["result"])
+    assert runs.train_and_evaluate(tmp_path / "run", "demo", {}, baseline=True, record=record) == new

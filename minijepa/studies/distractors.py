@@ -16,7 +16,7 @@ from ..evaluate import (METRICS, corrupted_splits, eval_splits, extract_features
 from ..plots import plot_dial
 from ..train import PRESETS, build_model, load_run
 from .runs import Plan, folders, load_records, record_path, seed_list, train_and_evaluate, write_record, write_table
-from .tables import READOUTS, gap_verdict, mean_sd, pm
+from .tables import gap_verdict, mean_sd, pm, readout_name, whitened
 
 DIAL = {"noise": (0.1, 0.2, 0.4), "clutter": (0.25, 0.5, 1.0)}  # strengths of each kind (0: no distractor)
 ENCODERS = {"latent": "I-JEPA (latent targets)", "pixels": "pixel targets", "random_init": "random init",
@@ -72,7 +72,7 @@ def dial_rows(summaries: list[dict]) -> list[dict]:
                              seed=cfg["seed"], **{m: result[key][m] for m in METRICS},
                              **{f"clean_{m}": clean[m] for m in METRICS}, n_test=result[key]["n_test"],
                              n_10_per_class=result[key].get("n_10_per_class"), n_1pct=result[key].get("n_1pct"),
-                             feat_std=summary["feat_std"] if key == "ijepa" else None,
+                             whitened=whitened(result), feat_std=summary["feat_std"] if key == "ijepa" else None,
                              erank=summary["erank"] if key == "ijepa" else None))
     return rows
 
@@ -87,8 +87,10 @@ def dial_table(rows: list[dict]) -> str:
     """One line per (distractor, encoder): mean ± std over the seeds that finished."""
     n10 = next((r["n_10_per_class"] for r in rows if r["n_10_per_class"]), "?")
     n1 = next((r["n_1pct"] for r in rows if r["n_1pct"]), "?")
-    lines = [f"| distractor | encoder | seeds | linear | kNN | 10 / class ({n10} labels) | 1 % ({n1} labels) | "
-             f"clean kNN | clean 10 / class | feature std | eff. rank |", "|---" * 11 + "|"]
+    w = ", whitened" if any(r.get("whitened") for r in rows) else ""
+    lines = [f"| distractor | encoder | seeds | linear{' (whitened)' if w else ''} | kNN | 10 / class ({n10} labels{w}) | "
+             f"1 % ({n1} labels{w}) | clean kNN | clean 10 / class{' (whitened)' if w else ''} | feature std | "
+             f"eff. rank |", "|---" * 11 + "|"]
     for kind, strength, spec in dial_settings(rows):
         for encoder, label in ENCODERS.items():
             group = [r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, encoder)]
@@ -123,7 +125,8 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
             spread, verdict = gap_verdict(mean_sd(lat), mean_sd(pix), by["latent"][seeds[0]]["n_test"], diffs,
                                           ("latent", "pixels"))
             rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
-            lines.append(f"| {spec} | {READOUTS[m]} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
+            old = any(by[e][s].get("whitened") for e in ("latent", "pixels") for s in seeds)
+            lines.append(f"| {spec} | {readout_name(m, old)} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
                          f"{spread:.1f} | {verdict} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
     return "\n".join(lines)
 

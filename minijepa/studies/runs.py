@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..evaluate import eval_path
 from ..plots import read_metrics
+from .tables import whitened
 
 
 class Plan:
@@ -51,14 +52,19 @@ def run(cmd: list[str]) -> None:
 def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseline: bool,
                        table_only: bool = False, layers: int = 1, record: Path | None = None) -> dict | None:
     """Train (unless finished) and evaluate (unless done) one run; return its summary row. `layers` picks the
-    read-out (the last block, or the last 4). A summary already in `record` (a JSON file) is returned as it is;
-    a new one is written there. With `table_only`, nothing runs: an unfinished run gives None."""
+    read-out (the last block, or the last 4). A summary already in `record` (a JSON file) is returned as it is, unless
+    it was read out with the earlier, whitened probes: then the run is evaluated again (and trained again first if
+    its checkpoint is gone); a new summary is written there. With `table_only`, nothing runs: an unfinished run gives
+    None, an old record is returned as it is."""
     if record is not None and record.exists():
-        return json.loads(record.read_text())
+        summary = json.loads(record.read_text())
+        if table_only or not whitened(summary["result"]):
+            return summary
+        # read out with the earlier, whitened probes: evaluate the run again (trained again if it is gone)
     result_path = eval_path(out, layers)
     if table_only and not result_path.exists():
         return None
-    if not result_path.exists():
+    if not result_path.exists() or whitened(json.loads(result_path.read_text())):
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
         resume = ["--resume"] if (out / "checkpoint.pt").exists() else []  # a finished run: trains 0 steps
         run([sys.executable, "-m", "minijepa.train", "--preset", preset, "--out", str(out), "--no-progress",

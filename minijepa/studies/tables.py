@@ -21,11 +21,26 @@ def pm(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
 
 
+def whitened(result: dict) -> bool:
+    """Was this eval.json read out with the earlier, PCA-whitened linear probes? They are blind to which directions
+    of the features carry the variance, so they cannot see what pretraining learned (evaluate.py); a table built
+    from such runs says so in its header."""
+    return "protocol" in result and "linear_whitened" not in result["protocol"]
+
+
+def readout_name(metric: str, old: bool) -> str:
+    """A read-out's name in a table; the probes of runs read out with the whitened protocol say so (kNN is the same
+    in both protocols)."""
+    return READOUTS[metric] + (" (whitened)" if old and metric != "knn" else "")
+
+
 def headers(result: dict) -> list[str]:
-    """The read-outs' column names, with how many labels the low-shot probes had."""
-    r = result["ijepa"]
-    return ["linear", "kNN", f"10 / class ({r['n_10_per_class']} labels)" if "n_10_per_class" in r else "10 / class",
-            f"1 % ({r['n_1pct']} labels)" if "n_1pct" in r else "1 %"]
+    """The read-outs' column names, with how many labels the low-shot probes had, and "whitened" where the runs were
+    read out with the whitened probes."""
+    r, w = result["ijepa"], ", whitened" if whitened(result) else ""
+    return [f"linear{' (whitened)' if w else ''}", "kNN",
+            f"10 / class ({r['n_10_per_class']} labels{w})" if "n_10_per_class" in r else "10 / class",
+            f"1 % ({r['n_1pct']} labels{w})" if "n_1pct" in r else "1 %"]
 
 
 def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None) -> str:
@@ -82,7 +97,8 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "re
             n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
             spread, verdict = gap_verdict(stats, other, n_test, diffs, (label, ref_label))
             paired = [f"{mine[s] - theirs[s]:+.1f}" for s in mine if s in theirs]
-            lines.append(f"| {setting} | {READOUTS[m]} | {label} − {ref_label} | "
+            old = any(whitened(r["result"]) for r in (*runs, *ref) if r is not None)
+            lines.append(f"| {setting} | {readout_name(m, old)} | {label} − {ref_label} | "
                          f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
                          f"{verdict} |")
     return "\n".join(lines)
