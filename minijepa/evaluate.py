@@ -38,6 +38,13 @@ PROBE = dict(epochs=100, weight_decay=1e-3, eps=1e-5)  # linear_probe defaults, 
 PIXELS_MAX_SIDE = 32  # raw-pixel features of larger images are average-pooled to this size
 
 
+def prepare_images(images: torch.Tensor, img_size: int, mean: torch.Tensor, std: torch.Tensor,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """The encoder's evaluation input: uint8 or [0, 1] float images (B, C, H, W) -> scaled to [0, 1], resized to
+    img_size x img_size if they differ (no crop), normalised with mean/std (C,): float32 (B, C, S, S) on `device`."""
+    return normalise(center_resize(images.to(device) if device is not None else images, img_size), mean, std)
+
+
 @torch.no_grad()
 def pixel_features(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                    max_side: int = PIXELS_MAX_SIDE) -> torch.Tensor:
@@ -64,7 +71,7 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     mean, std = torch.as_tensor(mean).to(device), torch.as_tensor(std).to(device)
     feats = []
     for batch in images.split(batch_size):
-        x = normalise(center_resize(batch.to(device), encoder.img_size[0]), mean, std)  # (B, C, S, S)
+        x = prepare_images(batch, encoder.img_size[0], mean, std, device)  # (B, C, S, S)
         with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off"):
             outs = encoder.forward_layers(x)[-layers:] if layers > 1 else [encoder(x)]  # layers x (B, N, D)
         feats.append(torch.cat([h.mean(1) for h in outs], dim=1).float().cpu())  # (B, D * layers)
