@@ -306,15 +306,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dir", nargs="?", help="a run directory (or use --raw-pixels DATA)")
     p.add_argument("--raw-pixels", metavar="DATA", help="no run: read out the raw pixels of DATA (e.g. embedded, "
                                                          "fashion-mnist) and print them")
-    p.add_argument("--distractor", default="none", help="with --raw-pixels: corrupt the splits first (noise:S, ...)")
-    p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last block, or the last 4")
-    p.add_argument("--device", default="auto", help="for feature extraction (auto = cuda > mps > cpu)")
+    p.add_argument("--distractor", default="none", metavar="SPEC", help="with --raw-pixels: corrupt the splits "
+                   "first: none | noise:S | clutter:S (default none)")
+    p.add_argument("--layers", type=int, default=1, choices=[1, 4], help="pool the last block, or the last 4 "
+                   "concatenated (default 1)")
+    p.add_argument("--device", default="auto", metavar="NAME", help="for feature extraction: auto (cuda > mps > "
+                   "cpu) | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--amp", default=None, choices=AMP_MODES, help="precision of feature extraction (default: the "
                                                                    "run's setting)")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
-    p.add_argument("--seed", type=int, default=0, help="low-shot subsets and probe initialisation")
-    p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--batch-size", type=int, default=512, metavar="N", help="images per forward pass of feature "
+                   "extraction (default 512; lower it if memory runs out)")
+    p.add_argument("--k", type=int, default=20, metavar="N", help="neighbours for kNN (default 20)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed of the low-shot label subsets "
+                   "and the probe's initialisation (default 0)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init and raw-pixel baselines")
     args = p.parse_args(argv)
     if (args.run_dir is None) == (args.raw_pixels is None):
         p.error("give a run directory or --raw-pixels DATA (one of them)")
