@@ -404,3 +404,11 @@ def center_resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def prepare_images(images: torch.Tensor, img_size: int, mean: torch.Tensor, std: torch.Tensor,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """The encoder's evaluation input: uint8 or [0, 1] float images (B, C, H, W) -> scaled to [0, 1], resized to
+    img_size x img_size if they differ (no crop), normalised with mean/std (C,): float32 (B, C, S, S) on `device`."""
+    x = center_resize(images.to(device) if device is not None else images, img_size)
+    return normalise(x, mean, std)

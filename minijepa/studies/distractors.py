@@ -11,8 +11,8 @@ import statistics
 from pathlib import Path
 
 from ..distractors import Distractor, corrupt_images
-from ..evaluate import (METRICS, corrupted_splits, eval_splits, extract_features, knn_accuracy, pca_whitener,
-                        pixel_features)
+from ..evaluate import METRICS, corrupted_splits, eval_splits, extract_features, pixel_features
+from ..probes import knn_accuracy, pca_whitener
 from ..plots import plot_dial
 from ..train import PRESETS, build_model, load_run
 from .runs import Plan, folders, load_records, record_path, seed_list, train_and_evaluate, write_record, write_table

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import statistics
 
-from ..evaluate import METRICS, spread_margin
+from ..evaluate import METRICS
+from ..probes import spread_margin
 
 READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
 
@@ -64,7 +65,7 @@ def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, dif
                 names: tuple[str, str]) -> tuple[float, str]:
     """Is row a ahead of row b? a, b: (mean, seed std) of one read-out in %. The gap of the means counts only beyond
     the spread: twice the combined seed std, and at least 2 standard errors of one test accuracy
-    (evaluate.spread_margin). `diffs`: a - b seed by seed where both rows have the seed; one such seed makes the
+    (probes.spread_margin). `diffs`: a - b seed by seed where both rows have the seed; one such seed makes the
     verdict that seed's only, seeds that disagree in sign make none. Returns (spread, verdict)."""
     gap = a[0] - b[0]
     spread = 100 * spread_margin(a[0] / 100, b[0] / 100, a[1] / 100, b[1] / 100, n_test)
