@@ -49,6 +49,43 @@ def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
     assert "10 / class (100 labels) | 1 % (60 labels)" in table[0]  # the low-shot probes say how many labels
 
 
+def test_compare_answers_whether_pretraining_helps_on_every_read_out(tmp_path, monkeypatch):
+    """The current protocol adds the 1 % fine-tuning column (n/a for raw pixels: nothing to fine-tune) and the
+    verdicts of latent targets against random init and pixel targets, and of pixel targets against random init."""
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    out = tmp_path / "compare"
+    for s, (lat, rnd, pix) in enumerate(((0.80, 0.60, 0.70), (0.82, 0.62, 0.74))):
+        fake_run(out / f"p-latent-seed{s}", lat, rnd, 100.0, 500.0)
+        fake_run(out / f"p-pixels-seed{s}", pix, None, 100.0, 500.0)
+        for t in ("latent", "pixels"):  # read out with the current probes: fine-tuning too
+            path = out / f"p-{t}-seed{s}" / "eval.json"
+            r = json.loads(path.read_text())
+            r["protocol"] = {"linear_whitened": {}}
+            for key in ("ijepa", "random_init"):
+                if key in r:
+                    r[key]["finetune_1pct"] = r[key]["knn"]
+            r.get("raw_pixels", {})["finetune_1pct"] = None
+            path.write_text(json.dumps(r))
+    lines = compare.study(out, "p", [0, 1]).splitlines()
+    assert lines[0].endswith("| 1 % (60 labels) | fine-tuned 1 % (60 labels) | img/s | peak memory (MB) |")
+    assert lines[5].startswith("| raw pixels | ") and "| n/a |" in lines[5]
+    verdicts = [line for line in lines if line.startswith("| p | fine-tuned 1 %")]
+    assert verdicts == ["| p | fine-tuned 1 % | latent targets − random init | +20.0, +20.0 | +20.0 | 4.0 | "
+                        "**latent targets ahead** beyond the spread |",
+                        "| p | fine-tuned 1 % | latent targets − pixel targets | +10.0, +8.0 | +9.0 | 6.3 | "
+                        "**latent targets ahead** beyond the spread |",
+                        "| p | fine-tuned 1 % | pixel targets − random init | +10.0, +12.0 | +11.0 | 6.3 | "
+                        "**pixel targets ahead** beyond the spread |"]
+    # a run still read out with the whitened probes is named under the table, its fine-tuning cell n/a
+    path = out / "p-pixels-seed1" / "eval.json"
+    r = json.loads(path.read_text())
+    r["protocol"], r["ijepa"]["finetune_1pct"] = {}, None  # no "linear_whitened" in it: the earlier protocol
+    path.write_text(json.dumps(r))
+    lines = compare.study(out, "p", [0, 1], plan=studies.Plan(table_only=True)).splitlines()  # kept as it is
+    assert "| n/a |" in lines[3] and any(line.startswith("Rows read out with the earlier, PCA-whitened probes") and
+                                         line.endswith(": pixel targets.") for line in lines)
+
+
 def test_finished_runs_leave_records_that_replace_them(tmp_path, monkeypatch):
     """A record holds all the table needs: with the run directories gone, nothing is trained again."""
     monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
@@ -306,7 +343,7 @@ def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monke
     assert len(verdicts) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
     assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
                            "+5.5 | 3.2 | **latent targets, smooth_l1 ahead** beyond the spread |")
-    assert "verdicts" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: nothing to judge against
+    assert "smooth_l1 verdicts" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: no twin to judge
 
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..evaluate import METRICS
 from ..train import PRESETS
 from .runs import Plan, folders, record_path, seed_list, train_and_evaluate, write_table
-from .tables import contrast_verdicts, headers, pm
+from .tables import (as_encoder, cells, columns, contrast_verdicts, headers, representative, whitened,
+                     whitened_note)
 
 TARGETS = ("latent", "pixels")
 
@@ -38,9 +39,10 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
     readout = ("" if steps is None else f", {steps} steps") + ("" if loss == "l2" else f", {loss} loss") + \
         ("" if layers == 1 else f", last {layers} layers")
     done = [r for r in runs.values() if r is not None]
-    cols = headers(done[0]["result"]) if done else headers({"ijepa": {}})
+    table = representative(done)
+    metrics, cols = columns(table), headers(table)
     lines = [f"| {preset}, {len(seeds)} seed(s){readout} | {' | '.join(cols)} | img/s | peak memory (MB) |",
-             "|---|---|---|---|---|---|---|"]
+             "|---" * (len(cols) + 3) + "|"]
     for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"), ("pixel targets", "pixels", "ijepa"),
                               ("random init", "latent", "random_init"), ("raw pixels", "latent", "raw_pixels")):
         per_seed = [runs[target, s] for s in seeds if runs[target, s] is not None]
@@ -52,8 +54,17 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
         speed = " | " if key != "ijepa" else f"{statistics.fmean(r['img_per_s'] for r in per_seed):.0f} | " \
             f"{max(r['peak_mem_mb'] for r in per_seed):.0f}"
         seeds_note = "" if len(per_seed) == len(seeds) or key == "raw_pixels" else f" ({len(per_seed)} seed(s) so far)"
-        lines.append(f"| {name}{seeds_note} | " + " | ".join(pm([r["result"][key][m] for r in per_seed])
-                                                          for m in METRICS) + f" | {speed} |")
+        lines.append(f"| {name}{seeds_note} | " + " | ".join(cells([r["result"][key] for r in per_seed], metrics))
+                     + f" | {speed} |")
+    lines += whitened_note({label: [runs[t, s] for s in seeds]
+                            for t, label in zip(TARGETS, ("latent targets", "pixel targets"))}, table)
+    latent, pixels = ([runs[t, s] for s in seeds] for t in TARGETS)
+    if loss == "l2" and done and not whitened(table):  # the question the comparison is for
+        contrasts = [(preset, "latent targets", latent, "random init", as_encoder(latent, "random_init")),
+                     (preset, "latent targets", latent, "pixel targets", pixels),
+                     (preset, "pixel targets", pixels, "random init", as_encoder(latent, "random_init"))]
+        lines += ["", "**Does pretraining help?** (each row minus the reference row; seed by seed where both rows "
+                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "verdicts", metrics)]
     plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
         if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
     if any(any(rows) for rows in plain.values()):

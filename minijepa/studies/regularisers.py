@@ -13,7 +13,7 @@ from ..results import markdown_tables
 from .compare import plain_fashion_runs
 from .distractors import dial_run
 from .runs import Plan, folders, record_path, seed_list, slug, train_and_evaluate, write_table
-from .tables import contrast_verdicts, headers, summary_row
+from .tables import as_encoder, columns, contrast_verdicts, headers, representative, summary_row, whitened_note
 
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
 COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and distractors
@@ -63,18 +63,17 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                   {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
                   shared=True)
 
-    def cols(title: str, runs: list[dict | None]) -> str:  # a table's header, with its low-shot probes' labels
-        first = next((r for r in runs if r is not None), None)
-        names = headers(first["result"] if first else {"ijepa": {}})
-        return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |"
+    def cols(title: str, runs: list[dict | None]) -> str:  # a table's header and rule, with its read-outs' labels
+        names = headers(representative(runs))
+        return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |\n" + \
+            "|---" * (len(names) + 4) + "|"
 
-    rule = "|---|---|---|---|---|---|---|---|"
     # 1 · the sweep
     base = {t: plain(t, 0) for t in ("latent", "pixels")}
     sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
              for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
     lines = ["**1 · Weight sweep** (demo preset, seed 0)", "",
-             cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()]), rule]
+             cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()])]
     if base["latent"] is not None:
         lines += [summary_row("random init", [base["latent"]], "random_init"),
                   summary_row("raw pixels", [base["latent"]], "raw_pixels")]
@@ -102,21 +101,28 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                         {"reg": reg, "reg_weight": f"{best[reg]:g}", "seed": str(s)}, baseline=reg == top)
                      for s in seeds] for reg in best}
     plain_fashion = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds)
+    trained = {"I-JEPA, no regulariser": plain_fashion["latent"], "pixel targets": plain_fashion["pixels"],
+               **{f"{reg} {best[reg]:g}": fashion[reg] for reg in best}}
+    table = representative([r for runs in trained.values() for r in runs])
+    metrics = columns(table)
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
-              cols(REG_TABLES[0], [r for runs in fashion.values() for r in runs]), rule,
-              summary_row("random init", fashion[top], "random_init", len(seeds)),
-              summary_row("raw pixels", fashion[top][:1], "raw_pixels"),
-              summary_row("I-JEPA, no regulariser", plain_fashion["latent"], seeds=len(seeds)),
-              summary_row("pixel targets", plain_fashion["pixels"], seeds=len(seeds))]
-    lines += [summary_row(f"{reg} {best[reg]:g}", fashion[reg], seeds=len(seeds)) for reg in best]
+              cols(REG_TABLES[0], [r for runs in trained.values() for r in runs]),
+              summary_row("random init", fashion[top], "random_init", len(seeds), metrics),
+              summary_row("raw pixels", fashion[top][:1], "raw_pixels", metrics=metrics)]
+    lines += [summary_row(label, runs, seeds=len(seeds), metrics=metrics) for label, runs in trained.items()]
+    lines += whitened_note(trained, table)
+    fashion_contrasts = [("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, ref)
+                         for reg in best for ref_label, ref in (("random init", as_encoder(fashion[top], "random_init")),
+                                                                ("pixel targets", plain_fashion["pixels"]),
+                                                                ("no regulariser", plain_fashion["latent"]))]
+    lines += ["", "**Verdicts on Fashion-MNIST** (regularised latent targets minus the reference row; seed by seed "
+              "where both rows have the seed)", "",
+              contrast_verdicts(fashion_contrasts, seeds, "regulariser verdicts, fashion-cpu", metrics)]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
-              cols(REG_TABLES[1], [base["latent"], *sweep.values()]), rule]
+              cols(REG_TABLES[1], [base["latent"], *sweep.values()])]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
-    for reg in best:
-        for ref_label, t in (("pixel targets", "pixels"), ("no regulariser", "latent")):
-            contrasts.append(("fashion-cpu", f"{reg} {best[reg]:g}", fashion[reg], ref_label, plain_fashion[t]))
     for setting, overrides in COLLAPSE_PRONE.items():
         if "distractor" in overrides:
             spec = overrides["distractor"]
@@ -133,8 +139,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
             lines.append(summary_row(f"{setting}, pixel targets", pixels))
             contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
-    lines += ["", "**Verdicts** (regularised latent targets minus the reference row; seed by seed where both rows "
-              "have the seed)", "", contrast_verdicts(contrasts, seeds)]
+    lines += ["", "**Verdicts in the collapse-prone settings** (regularised latent targets minus the reference row; "
+              "seed by seed where both rows have the seed)", "", contrast_verdicts(contrasts, seeds)]
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ def train_and_evaluate(out: Path, preset: str, overrides: dict[str, str], baseli
     result_path = eval_path(out, layers)
     if table_only and not result_path.exists():
         return None
-    if not result_path.exists() or whitened(json.loads(result_path.read_text())):
+    if not table_only and (not result_path.exists() or whitened(json.loads(result_path.read_text()))):
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
         resume = ["--resume"] if (out / "checkpoint.pt").exists() else []  # a finished run: trains 0 steps
         run([sys.executable, "-m", "minijepa.train", "--preset", preset, "--out", str(out), "--no-progress",

@@ -8,7 +8,8 @@ import statistics
 from ..evaluate import METRICS
 from ..probes import spread_margin
 
-READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %"}
+READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %",
+            "finetune_1pct": "fine-tuned 1 %"}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -35,30 +36,63 @@ def readout_name(metric: str, old: bool) -> str:
     return READOUTS[metric] + (" (whitened)" if old and metric != "knn" else "")
 
 
+def columns(result: dict) -> tuple[str, ...]:
+    """The read-outs of a table whose runs were read out like `result`: the four probes, and the 1 % fine-tuning
+    where the protocol has it (not the whitened one)."""
+    return METRICS if whitened(result) else METRICS + ("finetune_1pct",)
+
+
+def representative(summaries: list[dict | None]) -> dict:
+    """The result a table's header is built from: the first run read out with the current probes, else the first
+    finished run, else an empty one."""
+    done = [s["result"] for s in summaries if s is not None]
+    return next((r for r in done if not whitened(r)), done[0] if done else {"ijepa": {}})
+
+
 def headers(result: dict) -> list[str]:
-    """The read-outs' column names, with how many labels the low-shot probes had, and "whitened" where the runs were
-    read out with the whitened probes."""
+    """The read-outs' column names (`columns`), with how many labels the low-shot probes had, and "whitened" where
+    the runs were read out with the whitened probes."""
     r, w = result["ijepa"], ", whitened" if whitened(result) else ""
-    return [f"linear{' (whitened)' if w else ''}", "kNN",
-            f"10 / class ({r['n_10_per_class']} labels{w})" if "n_10_per_class" in r else "10 / class",
-            f"1 % ({r['n_1pct']} labels{w})" if "n_1pct" in r else "1 %"]
+    names = [f"linear{' (whitened)' if w else ''}", "kNN",
+             f"10 / class ({r['n_10_per_class']} labels{w})" if "n_10_per_class" in r else "10 / class",
+             f"1 % ({r['n_1pct']} labels{w})" if "n_1pct" in r else "1 %"]
+    tuned = "fine-tuned 1 %" + (f" ({r['n_1pct']} labels)" if "n_1pct" in r else "")
+    return names + ([tuned] if len(columns(result)) > len(METRICS) else [])
 
 
-def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None) -> str:
-    """A table row: the four read-outs as mean ± std over the finished runs, then (for trained encoders) the final
-    prediction loss, feature std and effective rank (means)."""
+def cells(rows: list[dict], metrics: tuple[str, ...]) -> list[str]:
+    """One table cell per read-out: mean ± std over the result rows (one per seed), "n/a" where a row lacks it
+    (nothing to fine-tune in raw pixels; a run read out with the whitened probes has no fine-tuning)."""
+    return ["n/a" if any(r.get(m) is None for r in rows) else pm([r[m] for r in rows]) for m in metrics]
+
+
+def whitened_note(rows: dict[str, list[dict | None]], table: dict) -> list[str]:
+    """Lines to put under a table whose header (`table`, its representative result) uses the current probes but some
+    of whose rows ({label: summaries}) were read out with the whitened ones: those rows, named."""
+    if whitened(table):
+        return []
+    old = [label for label, runs in rows.items() if any(s is not None and whitened(s["result"]) for s in runs)]
+    return ["", "Rows read out with the earlier, PCA-whitened probes (their linear and low-shot cells are whitened "
+                "probes, blind to which feature directions carry the variance; no fine-tuning): " + ", ".join(old)
+            + "."] if old else []
+
+
+def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None,
+                metrics: tuple[str, ...] = METRICS) -> str:
+    """A table row: the read-outs (`metrics`) as mean ± std over the finished runs, then (for trained encoders) the
+    final prediction loss, feature std and effective rank (means)."""
     done = [s for s in summaries if s is not None]
     if not done:
         return f"| {label} | not run yet |"
     note = "" if seeds is None or len(done) == seeds else f" ({len(done)} of {seeds} seeds so far)"
-    cells = [pm([s["result"][key][m] for s in done]) for m in METRICS]
+    row = cells([s["result"][key] for s in done], metrics)
     if key == "ijepa":
-        cells += [f"{statistics.fmean(s.get('pred_loss', s['loss']) for s in done):.4f}",
+        row += [f"{statistics.fmean(s.get('pred_loss', s['loss']) for s in done):.4f}",
                   f"{statistics.fmean(s['feat_std'] for s in done):.3f}",
                   f"{statistics.fmean(s['erank'] for s in done):.1f}"]
     else:
-        cells += ["", "", ""]
-    return f"| {label}{note} | " + " | ".join(cells) + " |"
+        row += ["", "", ""]
+    return f"| {label}{note} | " + " | ".join(row) + " |"
 
 
 def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
@@ -79,6 +113,12 @@ def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, dif
     return spread, f"**{winner} ahead** beyond the spread"
 
 
+def as_encoder(summaries: list[dict | None], key: str) -> list[dict | None]:
+    """Runs' summaries with their `key` read-out (e.g. "random_init") in the place of the trained encoder's, so that
+    `contrast_verdicts` can set a baseline against a trained row."""
+    return [None if s is None else {**s, "result": {**s["result"], "ijepa": s["result"][key]}} for s in summaries]
+
+
 def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
                       metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
@@ -87,8 +127,8 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "re
     lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         for m in metrics:
-            mine, theirs = ({s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, rows) if r is not None}
-                            for rows in (runs, ref))
+            mine, theirs = ({s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, rows)
+                             if r is not None and r["result"]["ijepa"].get(m) is not None} for rows in (runs, ref))
             if not mine or not theirs:
                 continue
             other = mean_sd(list(theirs.values()))
