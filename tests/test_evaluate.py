@@ -153,7 +153,7 @@ def test_low_shot_draws_are_reproducible_and_differ():
     xtr, ytr = blobs(1000, 1.0, 0)
     xte, yte = blobs(300, 1.0, 1)
     r0, r1 = readouts(xtr, ytr, xte, yte, seed=0, draws=3), readouts(xtr, ytr, xte, yte, seed=1, draws=2)
-    for m in ("linear_10_per_class", "knn_10_per_class", "linear_1pct", "knn_1pct"):
+    for m in ("linear_10_per_class", "knn_10_per_class", "linear_1pct", "knn_1pct", "linear_whitened_10_per_class"):
         d0, d1 = r0["details"][m], r1["details"][m]
         assert len(d0["draws"]) == 3 and d0["draws"][1:] == d1["draws"]
         assert r0[m] == pytest.approx(sum(d0["draws"]) / 3) and d0["std"] >= 0
