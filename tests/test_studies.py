@@ -76,6 +76,8 @@ def test_compare_answers_whether_pretraining_helps_on_every_read_out(tmp_path, m
                         "**latent targets ahead** beyond the spread |",
                         "| p | fine-tuned 1 % | pixel targets − random init | +10.0, +12.0 | +11.0 | 6.3 | "
                         "**pixel targets ahead** beyond the spread |"]
+    probes = lines.index("| p, read-out | linear, whitened | linear | 10 / class, whitened | 10 / class | kNN |")
+    assert lines[probes + 4].startswith("| random init | n/a | 61.0 ± 1.4 | n/a | 61.0 ± 1.4 | 61.0 ± 1.4 |")
     # a run still read out with the whitened probes is named under the table, its fine-tuning cell n/a
     path = out / "p-pixels-seed1" / "eval.json"
     r = json.loads(path.read_text())

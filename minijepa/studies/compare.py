@@ -64,12 +64,30 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
                      (preset, "latent targets", latent, "pixel targets", pixels),
                      (preset, "pixel targets", pixels, "random init", as_encoder(latent, "random_init"))]
         lines += ["", "**Does pretraining help?** (each row minus the reference row; seed by seed where both rows "
-                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "verdicts", metrics)]
+                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "verdicts", metrics),
+                  "", "**The whitened probe beside the probes that replaced it** (the same features; whitened: "
+                  "PCA-whitened first, which makes a probe blind to which directions carry the variance)", "",
+                  probe_table(preset, {"I-JEPA (latent targets)": (latent, "ijepa"), "pixel targets": (pixels, "ijepa"),
+                                       "random init": (latent, "random_init"), "raw pixels": (latent[:1], "raw_pixels")})]
     plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
         if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
     if any(any(rows) for rows in plain.values()):
         lines += ["", f"**Verdicts** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
                   "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
+    return "\n".join(lines)
+
+
+PROBES = {"linear_whitened": "linear, whitened", "linear": "linear", "linear_whitened_10_per_class":
+          "10 / class, whitened", "linear_10_per_class": "10 / class", "knn": "kNN"}
+
+
+def probe_table(preset: str, rows: dict[str, tuple[list[dict | None], str]]) -> str:
+    """The whitened diagnostic next to the current linear probes and kNN, for each row {label: (summaries, key)}."""
+    lines = [f"| {preset}, read-out | {' | '.join(PROBES.values())} |", "|---" * (len(PROBES) + 1) + "|"]
+    for label, (summaries, key) in rows.items():
+        done = [s["result"][key] for s in summaries if s is not None and key in s["result"]]
+        if done:
+            lines.append(f"| {label} | " + " | ".join(cells(done, tuple(PROBES))) + " |")
     return "\n".join(lines)
 
 
