@@ -299,6 +299,19 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(columns: dict[str, dict], metrics: tuple[str, ...] = METRICS + EXTRA_METRICS) -> str:
+    """Read-outs side by side as a markdown table (for IPython.display.Markdown): one row per read-out, one column
+    per {label: result row}, accuracies in %, "± std" over label draws for low-shot read-outs, n/a where absent."""
+    def entry(r: dict, m: str) -> str:
+        value, std = r.get(m), spread_of(r, m)
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None and m in LOW_SHOT_METRICS else "")
+    lines = ["| read-out | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| `{m}` | " + " | ".join(entry(r, m) for r in columns.values()) + " |" for m in metrics]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", nargs="?", help="a run directory (or use --raw-pixels DATA)")

@@ -5,6 +5,7 @@ random initialisation alike. evaluate.py reports the result as `finetune_1pct`.
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 import torch.nn as nn
@@ -94,9 +95,11 @@ def finetune_accuracy(encoder: ViT, images: torch.Tensor, labels: torch.Tensor, 
 def finetune_readout(encoder: ViT, splits: tuple[ImageDataset, ImageDataset], norm: dict, recipe: dict = FINETUNE,
                      seed: int = 0, device: torch.device | str | None = None, batch_size: int = 512) -> dict:
     """`finetune_1pct`: finetune_accuracy on recipe["draws"] label draws of recipe["fraction"] of each class (the
-    first draws of linear_1pct: the same labelled images). Returns summary() plus n_labels (per draw)."""
+    first draws of linear_1pct: the same labelled images). Returns summary() plus n_labels (per draw) and seconds
+    (the wall-clock time of all draws, with the test evaluations: what the read-out costs on this machine)."""
     train, test = splits
     draws = low_shot_draws(train.labels, recipe["draws"], seed, fraction=recipe["fraction"])
+    start = time.perf_counter()
     accs = [finetune_accuracy(encoder, train.images[idx], train.labels[idx], test.images, test.labels, norm, recipe,
                               seed + d, device, batch_size) for d, idx in enumerate(draws)]
-    return {**summary(accs), "n_labels": len(draws[0])}
+    return {**summary(accs), "n_labels": len(draws[0]), "seconds": round(time.perf_counter() - start, 1)}

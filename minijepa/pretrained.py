@@ -25,6 +25,7 @@ PRETRAINED = EMBEDDED / "pretrained"
 RECIPES: dict[str, dict] = {  # name -> preset and overrides: `python -m minijepa.train --preset P --key value ...`
     "fashion-cpu-latent": dict(preset="fashion-cpu", target="latent", seed=0),
     "fashion-cpu-pixels": dict(preset="fashion-cpu", target="pixels", seed=0),
+    "fashion-cpu-vicreg": dict(preset="fashion-cpu", target="latent", reg="vicreg", reg_weight=1.0, seed=0),
 }
 KEPT = ("target_encoder", "predictor")  # the modules an exported file holds
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from minijepa.data import ImageDataset, center_resize, load_dataset, normalise, prepare_images
-from minijepa.evaluate import (EXTRA_METRICS, METRICS, evaluate_run, extract_features, main, pixel_features,
-                               raw_pixel_baseline, readouts)
+from minijepa.evaluate import (EXTRA_METRICS, METRICS, evaluate_run, extract_features, main, markdown_table,
+                               pixel_features, raw_pixel_baseline, readouts)
 from minijepa.finetune import FINETUNE, finetune_accuracy, finetune_readout
 from minijepa.probes import (LOW_SHOT, PROBE, centre_normalise, fit_probe, knn_accuracy, linear_probe, low_shot_draws,
                              low_shot_indices, noise_margin, spread_margin, stratified_folds, whitened_probe)
@@ -221,6 +221,7 @@ def test_finetune_runs_end_to_end_and_is_deterministic():
     test = ImageDataset(xte, yte, ["a", "b", "c", "d"], "shades")
     out = finetune_readout(encoder, (train, test), norm, dict(recipe, draws=2), seed=0)
     assert len(out["draws"]) == 2 and out["n_labels"] == 4 and all(0 <= a <= 1 for a in out["draws"])
+    assert out["seconds"] > 0
     assert out["mean"] == pytest.approx(sum(out["draws"]) / 2)
 
 
@@ -333,3 +334,13 @@ def test_noise_margin_is_two_binomial_standard_errors():
 def test_spread_margin_is_the_larger_of_twice_the_seed_spread_and_the_test_noise():
     assert spread_margin(0.8, 0.7, 0.0, 0.0, 10_000) == noise_margin(0.8, 0.7, 10_000)  # one seed: test noise only
     assert spread_margin(0.8, 0.7, 0.03, 0.04, 10_000) == pytest.approx(0.1)  # 2 * sqrt(0.03^2 + 0.04^2)
+
+
+def test_markdown_table_puts_encoders_side_by_side_in_percent():
+    a = {"linear": 0.8123, "knn": 0.5, "linear_10_per_class": 0.55, "finetune_1pct": None,
+         "details": {"linear_10_per_class": {"mean": 0.55, "std": 0.0123, "draws": [0.54, 0.56]}}}
+    b = {"linear": 0.7, "knn": 0.25, "linear_10_per_class": 0.4, "finetune_1pct": 0.6}
+    table = markdown_table({"trained": a, "random": b}, ("linear", "linear_10_per_class", "finetune_1pct"))
+    assert table.splitlines() == ["| read-out | trained | random |", "|---|---|---|",
+                                  "| `linear` | 81.2 | 70.0 |", "| `linear_10_per_class` | 55.0 ± 1.2 | 40.0 |",
+                                  "| `finetune_1pct` | n/a | 60.0 |"]
