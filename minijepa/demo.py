@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on the embedded data, offline, on a CPU in a few minutes.
 
     1. pretrain I-JEPA (preset "demo") into runs/demo  -- resumed if a previous demo was interrupted
-    2. evaluate it against the same ViT at random initialisation and the raw pixels (linear probe, kNN, low-shot)
+    2. evaluate it against the same ViT at random initialisation and the raw pixels (linear probe, kNN, low-shot,
+       1 % fine-tuning)
     3. draw the masks on sample images, the training curves and the probe table
 """
 from __future__ import annotations
@@ -54,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\nresults (accuracy on the embedded test split):")
     print(f"  {'':22s}{'I-JEPA':>8s}{'random init':>13s}{'raw pixels':>12s}")
-    for key in ("linear", "knn", "linear_10_per_class", "linear_1pct"):
-        print(f"  {key:22s}{result['ijepa'][key]:8.3f}{result['random_init'][key]:13.3f}"
-              f"{result['raw_pixels'][key]:12.3f}")
+    show = lambda value, width: f"{value:{width}.3f}" if value is not None else f"{'n/a':>{width}s}"
+    for key in ("linear", "knn", "linear_10_per_class", "linear_1pct", "finetune_1pct"):  # raw pixels: no fine-tuning
+        print(f"  {key:22s}{show(result['ijepa'][key], 8)}{show(result['random_init'][key], 13)}"
+              f"{show(result['raw_pixels'][key], 12)}")
     print(f"\nfigures and files in {out}/: metrics.png (training curves), eval.png (probe table), "
           f"masks_photos.png, masks_fashion.png, eval.json, metrics.jsonl, checkpoint.pt")
 

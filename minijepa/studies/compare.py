@@ -13,7 +13,7 @@ from pathlib import Path
 from ..evaluate import METRICS
 from ..train import PRESETS
 from .runs import Plan, folders, record_path, seed_list, train_and_evaluate, write_table
-from .tables import (as_encoder, cells, columns, contrast_verdicts, headers, representative, whitened,
+from .tables import (as_encoder, cells, columns, contrast_verdicts, headers, one_protocol, representative, whitened,
                      whitened_note)
 
 TARGETS = ("latent", "pixels")
@@ -45,7 +45,7 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
              "|---" * (len(cols) + 3) + "|"]
     for name, target, key in (("I-JEPA (latent targets)", "latent", "ijepa"), ("pixel targets", "pixels", "ijepa"),
                               ("random init", "latent", "random_init"), ("raw pixels", "latent", "raw_pixels")):
-        per_seed = [runs[target, s] for s in seeds if runs[target, s] is not None]
+        per_seed = [r for r in one_protocol([runs[target, s] for s in seeds]) if r is not None]
         if key == "raw_pixels":  # no training seed: every run reads out the same pixels
             per_seed = per_seed[:1]
         if not per_seed or key not in per_seed[0]["result"]:
@@ -85,7 +85,7 @@ def probe_table(preset: str, rows: dict[str, tuple[list[dict | None], str]]) -> 
     """The whitened diagnostic next to the current linear probes and kNN, for each row {label: (summaries, key)}."""
     lines = [f"| {preset}, read-out | {' | '.join(PROBES.values())} |", "|---" * (len(PROBES) + 1) + "|"]
     for label, (summaries, key) in rows.items():
-        done = [s["result"][key] for s in summaries if s is not None and key in s["result"]]
+        done = [s["result"][key] for s in one_protocol(summaries) if s is not None and key in s["result"]]
         if done:
             lines.append(f"| {label} | " + " | ".join(cells(done, tuple(PROBES))) + " |")
     return "\n".join(lines)

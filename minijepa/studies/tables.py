@@ -30,10 +30,30 @@ def whitened(result: dict) -> bool:
     return "protocol" in result and "linear_whitened" not in result["protocol"]
 
 
+def one_protocol(summaries: list[dict | None]) -> list[dict | None]:
+    """A row's runs, never mixing protocols: where some were read out with the current probes, the ones still read
+    out with the whitened probes are left out (None); a row of whitened runs alone is kept as it is."""
+    if all(s is None or whitened(s["result"]) for s in summaries):
+        return summaries
+    return [None if s is None or whitened(s["result"]) else s for s in summaries]
+
+
+def as_whitened(summary: dict | None) -> dict | None:
+    """A run read out with the current probes, seen as the whitened protocol saw it (its diagnostic `linear_whitened`
+    probes are that protocol's linear and 10-per-class probes; kNN is the same in both; it had no other 1 % probe), so
+    that it can be judged against a run that was not read out again."""
+    if summary is None or whitened(summary["result"]):
+        return summary
+    r = summary["result"]["ijepa"]
+    old = {**r, "linear": r.get("linear_whitened"), "linear_10_per_class": r.get("linear_whitened_10_per_class"),
+           "linear_1pct": None, "finetune_1pct": None}
+    return {**summary, "result": {**summary["result"], "ijepa": old, "protocol": {}}}
+
+
 def readout_name(metric: str, old: bool) -> str:
     """A read-out's name in a table; the probes of runs read out with the whitened protocol say so (kNN is the same
     in both protocols)."""
-    return READOUTS[metric] + (" (whitened)" if old and metric != "knn" else "")
+    return READOUTS[metric] + (" (whitened)" if old and metric not in ("knn", "finetune_1pct") else "")
 
 
 def columns(result: dict) -> tuple[str, ...]:
@@ -72,16 +92,21 @@ def whitened_note(rows: dict[str, list[dict | None]], table: dict) -> list[str]:
     if whitened(table):
         return []
     old = [label for label, runs in rows.items() if any(s is not None and whitened(s["result"]) for s in runs)]
-    return ["", "Rows read out with the earlier, PCA-whitened probes (their linear and low-shot cells are whitened "
-                "probes, blind to which feature directions carry the variance; no fine-tuning): " + ", ".join(old)
-            + "."] if old else []
+    mixed = [label for label in old if any(s is not None and not whitened(s["result"]) for s in rows[label])]
+    lines = ["", "Rows read out with the earlier, PCA-whitened probes (their linear and low-shot cells are whitened "
+                 "probes, blind to which feature directions carry the variance; no fine-tuning): "
+                 + ", ".join(label for label in old if label not in mixed) + "."] if set(old) - set(mixed) else []
+    if mixed:
+        lines += ["", "Not yet read out again with the current probes, so left out of their rows for now: some seeds "
+                  "of " + ", ".join(mixed) + "."]
+    return lines
 
 
 def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None,
                 metrics: tuple[str, ...] = METRICS) -> str:
     """A table row: the read-outs (`metrics`) as mean ± std over the finished runs, then (for trained encoders) the
     final prediction loss, feature std and effective rank (means)."""
-    done = [s for s in summaries if s is not None]
+    done = [s for s in one_protocol(summaries) if s is not None]
     if not done:
         return f"| {label} | not run yet |"
     note = "" if seeds is None or len(done) == seeds else f" ({len(done)} of {seeds} seeds so far)"
@@ -126,6 +151,10 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "re
     where a run is missing (a reference with seed 0 alone, for instance); a contrast without runs is left out."""
     lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
+        if any(r is not None and not whitened(r["result"]) for r in runs) != \
+                any(r is not None and not whitened(r["result"]) for r in ref):  # one row not read out again yet:
+            runs, ref = [as_whitened(r) for r in runs], [as_whitened(r) for r in ref]  # judge both as it was
+        runs, ref = one_protocol(runs), one_protocol(ref)
         for m in metrics:
             mine, theirs = ({s: 100 * r["result"]["ijepa"][m] for s, r in zip(seeds, rows)
                              if r is not None and r["result"]["ijepa"].get(m) is not None} for rows in (runs, ref))
