@@ -39,14 +39,16 @@ def one_protocol(summaries: list[dict | None]) -> list[dict | None]:
 
 
 def as_whitened(summary: dict | None) -> dict | None:
-    """A run read out with the current probes, seen as the whitened protocol saw it (its diagnostic `linear_whitened`
-    probes are that protocol's linear and 10-per-class probes; kNN is the same in both; it had no other 1 % probe), so
-    that it can be judged against a run that was not read out again."""
+    """A run read out with the current probes, seen as the whitened protocol saw it, so that it can be judged against
+    a run that was not read out again: that protocol's linear probe is the diagnostic `linear_whitened`, its
+    10-per-class probe the diagnostic's first label set (the same labels, seed and fit), kNN is the same in both; it
+    had no 1 % equivalent and no fine-tuning."""
     if summary is None or whitened(summary["result"]):
         return summary
     r = summary["result"]["ijepa"]
-    old = {**r, "linear": r.get("linear_whitened"), "linear_10_per_class": r.get("linear_whitened_10_per_class"),
-           "linear_1pct": None, "finetune_1pct": None}
+    first = ((r.get("details") or {}).get("linear_whitened_10_per_class") or {}).get("draws", [None])[0]
+    old = {**r, "linear": r.get("linear_whitened"), "linear_10_per_class": first, "linear_1pct": None,
+           "finetune_1pct": None}
     return {**summary, "result": {**summary["result"], "ijepa": old, "protocol": {}}}
 
 
