@@ -1,6 +1,6 @@
 import pytest
 
-from minijepa.results import RESULTS, markdown_tables, mean_std
+from minijepa.results import RESULTS, markdown_tables, mean_std, stale_tables, sync_tables
 
 
 def test_markdown_tables_reads_headings_titles_rows(tmp_path):
@@ -24,3 +24,20 @@ def test_the_committed_results_parse():
     for t in compare:
         for row in ("I-JEPA (latent targets)", "pixel targets"):
             assert all(0 < mean_std(t["rows"][row][c])[0] < 100 for c in t["columns"][:4])
+
+
+def test_sync_tables_copies_the_study_table_with_the_same_header(tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "s.md").write_text("| study t | x |\n|---|---|\n| r | 2.0 |\n| new | 3.0 |\n")
+    results = tmp_path / "results.md"
+    results.write_text("# A\n\n| study t | x |\n|---|---|\n| r | 1.0 |\n\nsaid\n\n| other | y |\n|---|---|\n| q | 5 |\n")
+    assert stale_tables(results, studies) == ["| study t | x |"]
+    assert sync_tables(results, studies) == ["| study t | x |"]
+    assert results.read_text() == ("# A\n\n| study t | x |\n|---|---|\n| r | 2.0 |\n| new | 3.0 |\n\nsaid\n\n"
+                                   "| other | y |\n|---|---|\n| q | 5 |\n")  # the table without a study: untouched
+    assert stale_tables(results, studies) == []
+
+
+def test_the_committed_results_carry_the_studies_tables_as_they_are():
+    assert stale_tables() == [], "docs/results.md: run python -m minijepa.results --sync"

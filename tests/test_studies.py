@@ -342,6 +342,29 @@ def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     no_reference = studies.contrast_verdicts([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1])
     assert len(no_reference.splitlines()) == 2  # no reference run: no verdict
 
+    # the same verdicts read back from the table, as notebook 10 says them: only a gap beyond the spread on both
+    # seeds is "ahead" or "behind"
+    said = studies.read_verdicts("intro\n\n" + studies.contrast_verdicts(contrasts, [0, 1]) + "\n\nafter\n")
+    assert list(said) == [("noise 0.2", "vicreg 1", "pixel targets"), ("lr 2e-3", "vicreg 1", "no regulariser"),
+                          ("fashion-cpu", "vicreg 1", "pixel targets")]
+    assert said["noise 0.2", "vicreg 1", "pixel targets"][0] == studies.Gap("kNN", 10.5, "ahead")
+    assert [g.side for g in said["lr 2e-3", "vicreg 1", "no regulariser"]] == ["level", "level"]  # one seed only
+    behind = studies.read_verdicts(studies.contrast_verdicts([("x", "a", [summary(0.5)] * 2, "b", reg)], [0, 1]))
+    assert [g.side for g in behind["x", "a", "b"]] == ["behind", "behind"]
+    assert studies.sentence("a", "b", behind["x", "a", "b"]) == (
+        "**a** against **b**: ahead beyond the spread on no read-out; behind on kNN (-21.0), 10 / class (-21.0); "
+        "level on no read-out.")
+
+
+def test_readout_gaps_count_a_gap_beyond_the_label_draws_and_the_test_noise():
+    a = {"knn": 0.80, "linear": 0.70, "linear_10_per_class": 0.60, "details": {"linear_10_per_class": {"std": 0.05}},
+         "finetune_1pct": None}
+    b = {"knn": 0.70, "linear": 0.695, "linear_10_per_class": 0.55, "finetune_1pct": 0.5}
+    gaps = studies.readout_gaps(a, b, n_test=10000, metrics=("knn", "linear", "linear_10_per_class", "finetune_1pct"))
+    assert [(g.readout, g.side) for g in gaps] == [("kNN", "ahead"), ("linear", "level"), ("10 / class", "level")]
+    assert gaps[0].gap == pytest.approx(10.0)  # 2 standard errors of 10,000 test images: 0.8 points
+    assert studies.readout_gaps(b, a, 10000, ("knn",))[0].side == "behind"
+
 
 def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))

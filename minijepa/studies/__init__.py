@@ -31,8 +31,9 @@ a gap between two rows (`gap_verdict`: only beyond the spread); __main__.py is t
 from .distractors import diagnose, diagnose_records, diagnosis_table, dial_rows, dial_run, dial_table, dial_verdicts
 from .regularisers import collapse_prone_runs, regulariser_groups
 from .runs import Plan, load_records, train_and_evaluate
-from .tables import contrast_verdicts, gap_verdict, mean_sd, pm, summary_row
+from .tables import Gap, contrast_verdicts, gap_verdict, mean_sd, pm, read_verdicts, readout_gaps, sentence, summary_row
 
-__all__ = ["Plan", "collapse_prone_runs", "contrast_verdicts", "diagnose", "diagnose_records", "diagnosis_table",
-           "dial_rows", "dial_run", "dial_table", "dial_verdicts", "gap_verdict", "load_records", "mean_sd", "pm",
-           "regulariser_groups", "summary_row", "train_and_evaluate"]
+__all__ = ["Gap", "Plan", "collapse_prone_runs", "contrast_verdicts", "diagnose", "diagnose_records",
+           "diagnosis_table", "dial_rows", "dial_run", "dial_table", "dial_verdicts", "gap_verdict", "load_records",
+           "mean_sd", "pm", "read_verdicts", "readout_gaps", "regulariser_groups", "sentence", "summary_row",
+           "train_and_evaluate"]

@@ -1,15 +1,17 @@
 """The studies' tables: mean ± std over seeds, the read-outs' column names, a row of run summaries, and the one rule
 for calling a gap between two rows (`gap_verdict`: only beyond the spread), applied row against row
-(`contrast_verdicts`)."""
+(`contrast_verdicts`), and the verdicts said as sentences (`sentence`: from a study's verdict table, `read_verdicts`,
+or from two runs read out side by side, `readout_gaps`)."""
 from __future__ import annotations
 
 import statistics
+from typing import NamedTuple
 
-from ..evaluate import METRICS
+from ..evaluate import METRICS, spread_of
 from ..probes import spread_margin
 
 READOUTS = {"knn": "kNN", "linear_10_per_class": "10 / class", "linear": "linear", "linear_1pct": "1 %",
-            "finetune_1pct": "fine-tuned 1 %"}
+            "finetune_1pct": "fine-tuned 1 %", "knn_10_per_class": "kNN, 10 / class"}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -146,12 +148,15 @@ def as_encoder(summaries: list[dict | None], key: str) -> list[dict | None]:
     return [None if s is None else {**s, "result": {**s["result"], "ijepa": s["result"][key]}} for s in summaries]
 
 
+VERDICT_COLUMNS = ["read-out", "difference", "per seed", "mean", "spread", "verdict"]
+
+
 def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
                       metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
     contrasts: (setting, label, summaries over `seeds`, reference label, reference summaries over `seeds`), None
     where a run is missing (a reference with seed 0 alone, for instance); a contrast without runs is left out."""
-    lines = [f"| {title} | read-out | difference | per seed | mean | spread | verdict |", "|---" * 7 + "|"]
+    lines = [f"| {title} | {' | '.join(VERDICT_COLUMNS)} |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         if any(r is not None and not whitened(r["result"]) for r in runs) != \
                 any(r is not None and not whitened(r["result"]) for r in ref):  # one row not read out again yet:
@@ -174,3 +179,53 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "re
                          f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
                          f"{verdict} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ verdicts as sentences
+class Gap(NamedTuple):
+    """One read-out of one row against a reference row: the gap in points and which side it falls on ("ahead" or
+    "behind": beyond the spread, on every seed; "level": within it, or the seeds disagree, or one seed only)."""
+    readout: str
+    gap: float
+    side: str
+
+
+def sentence(label: str, ref: str, gaps: list[Gap]) -> str:
+    """A contrast as one sentence: where `label` is ahead of `ref`, behind it and level, with the gaps in points."""
+    said = {side: ", ".join(f"{g.readout} ({g.gap:+.1f})" for g in gaps if g.side == side) or "no read-out"
+            for side in ("ahead", "behind", "level")}
+    return (f"**{label}** against **{ref}**: ahead beyond the spread on {said['ahead']}; behind on {said['behind']}; "
+            f"level on {said['level']}.")
+
+
+def read_verdicts(markdown: str) -> dict[tuple[str, str, str], list[Gap]]:
+    """The verdict tables (`contrast_verdicts`) in a study's markdown, e.g. the text of docs/studies/regularisers.md:
+    {(setting, row, reference row): [one Gap per read-out]}."""
+    out, in_verdicts = {}, False
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            in_verdicts = False
+        elif cells[1:] == VERDICT_COLUMNS:
+            in_verdicts = True
+        elif in_verdicts and not line.startswith("|---"):
+            setting, readout, difference, _, mean, _, verdict = cells
+            label, ref = difference.split(" − ")
+            side = "level" if "beyond the spread" not in verdict else \
+                "ahead" if verdict.startswith(f"**{label} ahead**") else "behind"
+            out.setdefault((setting, label, ref), []).append(Gap(readout, float(mean), side))
+    return out
+
+
+def readout_gaps(a: dict, b: dict, n_test: int, metrics: tuple[str, ...] = METRICS) -> list[Gap]:
+    """Two runs' read-outs side by side (result rows of eval.json, one seed each), read-out by read-out: a gap counts
+    beyond twice the combined std over label draws and 2 standard errors of a test accuracy (`spread_margin`);
+    read-outs either row lacks are left out."""
+    gaps = []
+    for m in metrics:
+        if a.get(m) is None or b.get(m) is None:
+            continue
+        gap = 100 * (a[m] - b[m])
+        margin = 100 * spread_margin(a[m], b[m], spread_of(a, m) or 0.0, spread_of(b, m) or 0.0, n_test)
+        gaps.append(Gap(READOUTS[m], gap, "level" if abs(gap) <= margin else "ahead" if gap > 0 else "behind"))
+    return gaps
