@@ -136,6 +136,23 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
     return ({k: v.detach() for k, v in out.items()} if parts else loss.detach()), grad_norm
 
 
+# How the course names a run's collapse, from its feature std (collapse_stats, logged every `log_every` steps). Every
+# run of the studies starts near 0.06; each of their runs that ended below 0.02 and was read out beside its random
+# initialisation ended below it on kNN (tests/test_train.py checks the committed results).
+COLLAPSED_STD = 0.02        # the feature std at the end of the run below this: collapsed
+NEAR_COLLAPSE_STD = 0.04    # below this at any logged step, but not at the end: came near collapse
+
+
+def collapse_state(feat_std: list[float]) -> str:
+    """"collapsed", "near collapse" or "spread out": a run's feature std over its logged steps against
+    COLLAPSED_STD (at the end) and NEAR_COLLAPSE_STD (at any step)."""
+    if not feat_std:
+        raise ValueError("no feature std logged: the run has no collapse signals yet")
+    if feat_std[-1] < COLLAPSED_STD:
+        return "collapsed"
+    return "near collapse" if min(feat_std) < NEAR_COLLAPSE_STD else "spread out"
+
+
 @torch.no_grad()
 def collapse_stats(features: torch.Tensor) -> tuple[float, float]:
     """Collapse signals of (B, D) image features: mean per-dimension std across images (collapse to a point drives

@@ -374,16 +374,16 @@ def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monke
         fake_run(out / f"fashion-cpu-pixels-seed{s}", pix, None, 100.0, 500.0)
     table = compare.study(out, "fashion-cpu", [0, 1], loss="smooth_l1")
     assert table.startswith("| fashion-cpu, 2 seed(s), smooth_l1 loss |")
-    assert "verdicts" not in table  # no L2 run finished yet: nothing to judge against
+    assert "differences" not in table  # no L2 run finished yet: nothing to judge against
     for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs (the compare study), finished
         fake_run(tmp_path / "compare" / f"fashion-cpu-latent-seed{s}", acc, 0.5, 100.0, 500.0)
     lines = compare.study(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
-    verdicts = lines[lines.index("| smooth_l1 verdicts | read-out | difference | per seed | mean | spread | "
-                                 "verdict |"):]
+    verdicts = lines[lines.index("| smooth_l1 differences | read-out | difference | per seed | mean | spread | "
+                                 "outcome |"):]
     assert len(verdicts) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
     assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
                            "+5.5 | 3.2 | **latent targets, smooth_l1 ahead** beyond the spread |")
-    assert "smooth_l1 verdicts" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: no twin to judge
+    assert "smooth_l1 differences" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: no twin to judge
 
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"

@@ -176,3 +176,27 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 6  # written once (rank 0), not once per rank
+
+
+def test_collapse_state_names_the_end_and_the_lowest_point_of_a_run():
+    from minijepa.train import COLLAPSED_STD, NEAR_COLLAPSE_STD, collapse_state
+    assert collapse_state([0.06, 0.03, 0.01]) == "collapsed"
+    assert collapse_state([0.06, 0.038, 0.19]) == "near collapse"  # dipped, then spread out again
+    assert collapse_state([0.06, 0.05, 0.3]) == "spread out"
+    assert COLLAPSED_STD < NEAR_COLLAPSE_STD
+    with pytest.raises(ValueError, match="no feature std"):
+        collapse_state([])
+
+
+def test_the_studies_collapsed_runs_end_below_their_random_init_on_knn():
+    # the claim behind COLLAPSED_STD, on the committed results of the studies (docs/studies/*/*.json)
+    import json
+    from pathlib import Path
+
+    from minijepa.train import collapse_state
+    records = [json.loads(p.read_text()) for p in (Path(__file__).parent.parent / "docs" / "studies").glob("*/*.json")]
+    collapsed = [r for r in records if collapse_state(r["trace"]["feat_std"]) == "collapsed"
+                 and "random_init" in r["result"]]
+    assert collapsed, "no collapsed run with a random-init read-out among the committed results"
+    for r in collapsed:
+        assert r["result"]["ijepa"]["knn"] < r["result"]["random_init"]["knn"], r["result"]["run"]

@@ -12,7 +12,7 @@
                   and photo clutter at three strengths each, and none, over seeds, on the `demo` preset; draws the
                   dial figure (distractors.png)
     regularisers  VICReg and SIGReg against collapse (minijepa/regularisers.py): a weight sweep on `demo`, the best
-                  weights on `fashion-cpu`, and the collapse-prone settings with and without, with verdicts against
+                  weights on `fashion-cpu`, and the settings where I-JEPA collapsed, with and without, judged against
                   pixel targets
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,

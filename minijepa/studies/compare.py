@@ -64,7 +64,7 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
                      (preset, "latent targets", latent, "pixel targets", pixels),
                      (preset, "pixel targets", pixels, "random init", as_encoder(latent, "random_init"))]
         lines += ["", "**Does pretraining help?** (each row minus the reference row; seed by seed where both rows "
-                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "verdicts", metrics),
+                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "differences", metrics),
                   "", "**The whitened probe beside the probes that replaced it** (the same features; whitened: "
                   "PCA-whitened first, which makes a probe blind to which directions carry the variance)", "",
                   probe_table(preset, {"I-JEPA (latent targets)": (latent, "ijepa"), "pixel targets": (pixels, "ijepa"),
@@ -72,7 +72,7 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
     plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
         if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
     if any(any(rows) for rows in plain.values()):
-        lines += ["", f"**Verdicts** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
+        lines += ["", f"**Differences** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
                   "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
     return "\n".join(lines)
 
@@ -107,7 +107,7 @@ def loss_verdicts(loss: str, runs: dict[str, list[dict | None]], plain: dict[str
     L2 (plain: `plain_fashion_runs`), seed by seed."""
     contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
                  for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
-    return contrast_verdicts(contrasts, seeds, f"{loss} verdicts", METRICS)
+    return contrast_verdicts(contrasts, seeds, f"{loss} differences", METRICS)
 
 
 def schedule_length(text: str) -> int:

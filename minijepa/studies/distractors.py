@@ -110,7 +110,7 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
     """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a verdict. A gap counts
     only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
     accuracy (`gap_verdict`); a gap of one seed is said to be that seed's only."""
-    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | verdict | "
+    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | outcome | "
              "latent − random init |", "|---" * 7 + "|"]
     for kind, strength, spec in dial_settings(rows):
         by = {e: {r["seed"]: r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, e)}

@@ -1,7 +1,7 @@
 """The regulariser study: VICReg and SIGReg against collapse.
 
 The regularisers of minijepa/regularisers.py: a weight sweep on `demo`, the best weights on `fashion-cpu`, and the
-collapse-prone settings with and without, with verdicts against pixel targets and plain I-JEPA."""
+settings where I-JEPA collapsed, with and without, judged against pixel targets and I-JEPA without a regulariser."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both s
     "noise 0.2": {"distractor": "noise:0.2"},
     "clutter 1.0": {"distractor": "clutter:1"},
 }
-REG_TABLES = ("regulariser study, fashion-cpu", "collapse-prone setting, demo")  # the titles of stages 2 and 3
+REG_TABLES = ("regulariser study, fashion-cpu", "where I-JEPA collapsed, demo")  # the titles of stages 2 and 3
 
 
 def sweep_score(summary: dict) -> float:
@@ -115,11 +115,11 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                          for reg in best for ref_label, ref in (("random init", as_encoder(fashion[top], "random_init")),
                                                                 ("pixel targets", plain_fashion["pixels"]),
                                                                 ("no regulariser", plain_fashion["latent"]))]
-    lines += ["", "**Verdicts on Fashion-MNIST** (regularised latent targets minus the reference row; seed by seed "
+    lines += ["", "**Differences on Fashion-MNIST** (regularised latent targets minus the reference row; seed by seed "
               "where both rows have the seed)", "",
-              contrast_verdicts(fashion_contrasts, seeds, "regulariser verdicts, fashion-cpu", metrics)]
+              contrast_verdicts(fashion_contrasts, seeds, "regulariser differences, fashion-cpu", metrics)]
     # 3 · collapse-prone settings
-    lines += ["", f"**3 · Collapse-prone settings** (demo preset; {top} {best[top]:g})", "",
+    lines += ["", f"**3 · Settings where I-JEPA collapsed** (demo preset; {top} {best[top]:g})", "",
               cols(REG_TABLES[1], [base["latent"], *sweep.values()])]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
@@ -139,8 +139,9 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
             lines.append(summary_row(f"{setting}, pixel targets", pixels))
             contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
-    lines += ["", "**Verdicts in the collapse-prone settings** (regularised latent targets minus the reference row; "
-              "seed by seed where both rows have the seed)", "", contrast_verdicts(contrasts, seeds)]
+    lines += ["", "**Differences where I-JEPA collapsed** (regularised latent targets minus the reference row; "
+              "seed by seed where both rows have the seed)", "",
+              contrast_verdicts(contrasts, seeds, "regulariser differences, demo")]
     return "\n".join(lines)
 
 

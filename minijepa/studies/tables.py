@@ -148,10 +148,10 @@ def as_encoder(summaries: list[dict | None], key: str) -> list[dict | None]:
     return [None if s is None else {**s, "result": {**s["result"], "ijepa": s["result"][key]}} for s in summaries]
 
 
-VERDICT_COLUMNS = ["read-out", "difference", "per seed", "mean", "spread", "verdict"]
+VERDICT_COLUMNS = ["read-out", "difference", "per seed", "mean", "spread", "outcome"]
 
 
-def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "regulariser verdicts",
+def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "differences",
                       metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
     """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
     contrasts: (setting, label, summaries over `seeds`, reference label, reference summaries over `seeds`), None
