@@ -24,3 +24,14 @@ def test_counts_prose_only_up_to_the_exercises(tmp_path):
     nb.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     # "Two words" 2 + "Three more words here." 4 + "and a link" 3 + "Last one." 2
     assert markdown_words.prose_words(nb) == 11
+
+
+def test_every_notebook_keeps_to_the_budget_and_the_readme_quotes_the_count():
+    notebooks = sorted(SCRIPT.parent.glob("*.ipynb"))
+    counts = {nb.stem: markdown_words.prose_words(nb) for nb in notebooks}
+    over = {name: n for name, n in counts.items() if n > 1200}
+    assert not over, f"over the course's budget of 1,200 words of prose: {over}"
+    readme = (SCRIPT.parent / "README.md").read_text()
+    for name, n in counts.items():
+        assert f"| {name} | {n:,} |" in readme, f"notebooks/README.md: update the word count of {name} " \
+                                                f"(python notebooks/markdown_words.py)"

@@ -348,7 +348,9 @@ def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     assert list(said) == [("noise 0.2", "vicreg 1", "pixel targets"), ("lr 2e-3", "vicreg 1", "no regulariser"),
                           ("fashion-cpu", "vicreg 1", "pixel targets")]
     assert said["noise 0.2", "vicreg 1", "pixel targets"][0] == studies.Gap("kNN", 10.5, "ahead")
-    assert [g.side for g in said["lr 2e-3", "vicreg 1", "no regulariser"]] == ["level", "level"]  # one seed only
+    assert [g.side for g in said["lr 2e-3", "vicreg 1", "no regulariser"]] == ["one seed", "one seed"]
+    assert "on one seed only (not yet a result) on kNN (+31.0)" in studies.sentence(
+        "vicreg 1", "no regulariser", said["lr 2e-3", "vicreg 1", "no regulariser"])
     behind = studies.read_verdicts(studies.contrast_verdicts([("x", "a", [summary(0.5)] * 2, "b", reg)], [0, 1]))
     assert [g.side for g in behind["x", "a", "b"]] == ["behind", "behind"]
     assert studies.sentence("a", "b", behind["x", "a", "b"]) == (

@@ -184,7 +184,8 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "di
 # ------------------------------------------------------------------------------------------ verdicts as sentences
 class Gap(NamedTuple):
     """One read-out of one row against a reference row: the gap in points and which side it falls on ("ahead" or
-    "behind": beyond the spread, on every seed; "level": within it, or the seeds disagree, or one seed only)."""
+    "behind": beyond the spread, on every seed; "one seed": beyond it where only one seed has both rows, not yet a
+    result; "level": within it, or the seeds disagree)."""
     readout: str
     gap: float
     side: str
@@ -193,9 +194,11 @@ class Gap(NamedTuple):
 def sentence(label: str, ref: str, gaps: list[Gap]) -> str:
     """A contrast as one sentence: where `label` is ahead of `ref`, behind it and level, with the gaps in points."""
     said = {side: ", ".join(f"{g.readout} ({g.gap:+.1f})" for g in gaps if g.side == side) or "no read-out"
-            for side in ("ahead", "behind", "level")}
-    return (f"**{label}** against **{ref}**: ahead beyond the spread on {said['ahead']}; behind on {said['behind']}; "
-            f"level on {said['level']}.")
+            for side in ("ahead", "behind", "one seed", "level")}
+    one_seed = "" if said["one seed"] == "no read-out" else \
+        f"; beyond the spread on one seed only (not yet a result) on {said['one seed']}"
+    return (f"**{label}** against **{ref}**: ahead beyond the spread on {said['ahead']}; behind on {said['behind']}"
+            f"{one_seed}; level on {said['level']}.")
 
 
 def read_verdicts(markdown: str) -> dict[tuple[str, str, str], list[Gap]]:
@@ -211,8 +214,8 @@ def read_verdicts(markdown: str) -> dict[tuple[str, str, str], list[Gap]]:
         elif in_verdicts and not line.startswith("|---"):
             setting, readout, difference, _, mean, _, verdict = cells
             label, ref = difference.split(" − ")
-            side = "level" if "beyond the spread" not in verdict else \
-                "ahead" if verdict.startswith(f"**{label} ahead**") else "behind"
+            side = "one seed" if "on this seed only" in verdict else "level" if "beyond the spread" not in verdict \
+                else "ahead" if verdict.startswith(f"**{label} ahead**") else "behind"
             out.setdefault((setting, label, ref), []).append(Gap(readout, float(mean), side))
     return out
 
