@@ -461,11 +461,11 @@ def markdown_table(section: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    verdict = "pass" if report["passed"] else "FAIL"
+    outcome = "pass" if report["passed"] else "FAIL"
     out = ["# minijepa against the reference I-JEPA code\n",
            f"Written by `python -m minijepa.crosscheck --reference DIR --markdown docs/crosscheck.md`, DIR being a "
            f"clone of {report['reference']} at commit `{report['reference_commit']}`; torch {report['torch']}, "
-           f"batches of {report['batch']} images. Rule: {report['rule']}. Result: **{verdict}**. A \"differs\" row "
+           f"batches of {report['batch']} images. Rule: {report['rule']}. Result: **{outcome}**. A \"differs\" row "
            f"is a deliberate difference, explained in the notes at the end, next to a row that checks it is exactly "
            f"that.\n"]
     for s in report["sections"]:

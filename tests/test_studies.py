@@ -51,7 +51,7 @@ def test_compare_table_has_mean_and_spread_over_seeds(tmp_path, monkeypatch):
 
 def test_compare_answers_whether_pretraining_helps_on_every_read_out(tmp_path, monkeypatch):
     """The current protocol adds the 1 % fine-tuning column (n/a for raw pixels: nothing to fine-tune) and the
-    verdicts of latent targets against random init and pixel targets, and of pixel targets against random init."""
+    outcomes of latent targets against random init and pixel targets, and of pixel targets against random init."""
     monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
     out = tmp_path / "compare"
     for s, (lat, rnd, pix) in enumerate(((0.80, 0.60, 0.70), (0.82, 0.62, 0.74))):
@@ -69,8 +69,8 @@ def test_compare_answers_whether_pretraining_helps_on_every_read_out(tmp_path, m
     lines = compare.study(out, "p", [0, 1]).splitlines()
     assert lines[0].endswith("| 1 % (60 labels) | fine-tuned 1 % (60 labels) | img/s | peak memory (MB) |")
     assert lines[5].startswith("| raw pixels | ") and "| n/a |" in lines[5]
-    verdicts = [line for line in lines if line.startswith("| p | fine-tuned 1 %")]
-    assert verdicts == ["| p | fine-tuned 1 % | latent targets − random init | +20.0, +20.0 | +20.0 | 4.0 | "
+    outcomes = [line for line in lines if line.startswith("| p | fine-tuned 1 %")]
+    assert outcomes == ["| p | fine-tuned 1 % | latent targets − random init | +20.0, +20.0 | +20.0 | 4.0 | "
                         "**latent targets ahead** beyond the spread |",
                         "| p | fine-tuned 1 % | latent targets − pixel targets | +10.0, +8.0 | +9.0 | 6.3 | "
                         "**latent targets ahead** beyond the spread |",
@@ -98,7 +98,7 @@ def test_compare_answers_whether_pretraining_helps_on_every_read_out(tmp_path, m
     assert any(line.startswith("Rows read out with the earlier, PCA-whitened probes") and
                line.endswith(": pixel targets.") for line in lines)
     # against a row read out with the current probes, they are judged in the whitened protocol: its linear probe is
-    # the current runs' linear_whitened (absent from these fakes: no verdict), kNN is the same in both
+    # the current runs' linear_whitened (absent from these fakes: no outcome), kNN is the same in both
     assert any(line.startswith("| p | kNN | pixel targets − random init | +10.0, +12.0 |") for line in lines)
     assert not any(line.startswith("| p | linear") and "pixel targets − random init" in line for line in lines)
 
@@ -285,7 +285,7 @@ def dial_row(kind: str, strength: float, encoder: str, seed: int, acc: float) ->
                 **{m: acc for m in METRICS})
 
 
-def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise():
+def test_dial_differences_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise():
     rows = []
     for seed, (lat, pix) in enumerate([(0.70, 0.60), (0.72, 0.61)]):  # noise 0.4: latent ahead on both seeds by ~10
         rows += [dial_row("noise", 0.4, "latent", seed, lat), dial_row("noise", 0.4, "pixels", seed, pix),
@@ -293,7 +293,7 @@ def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise
     for seed, (lat, pix) in enumerate([(0.60, 0.59), (0.61, 0.60)]):  # none: 1 point, inside 2 s.e. (~3 points)
         rows += [dial_row("none", 0.0, "latent", seed, lat), dial_row("none", 0.0, "pixels", seed, pix)]
     rows += [dial_row("clutter", 0.5, "latent", 0, 0.50), dial_row("clutter", 0.5, "pixels", 0, 0.60)]  # one seed
-    lines = studies.dial_verdicts(rows, metrics=("knn",)).splitlines()[2:]
+    lines = studies.dial_differences(rows, metrics=("knn",)).splitlines()[2:]
     by_setting = {line.split(" | ")[0].lstrip("| "): line for line in lines}
     assert "level: within the spread" in by_setting["none"]
     assert "| -10.0 | " in by_setting["clutter 0.5"] and "pixels ahead, on this seed only" in by_setting["clutter 0.5"]
@@ -301,7 +301,7 @@ def test_dial_verdicts_call_a_gap_only_beyond_the_seed_spread_and_the_test_noise
         by_setting["noise 0.4"]
     assert by_setting["noise 0.4"].endswith("| +21.0 |")  # latent minus random init, mean over seeds
     rows[0]["knn"] = 0.50  # seed 0 now has pixels ahead by 10: the seeds disagree, and the spread grows with them
-    noisy = {l.split(" | ")[0].lstrip("| "): l for l in studies.dial_verdicts(rows, ("knn",)).splitlines()[2:]}
+    noisy = {l.split(" | ")[0].lstrip("| "): l for l in studies.dial_differences(rows, ("knn",)).splitlines()[2:]}
     assert "latent ahead" not in noisy["noise 0.4"]
 
 
@@ -322,7 +322,7 @@ def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(
     assert found["batch size 64"] == {}
 
 
-def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
+def test_contrast_table_pairs_seeds_where_both_rows_have_them():
     def summary(acc: float) -> dict:
         return {"result": {"ijepa": {"knn": acc, "linear_10_per_class": acc, "n_test": 1000}}}
 
@@ -330,28 +330,28 @@ def test_contrast_verdicts_pair_seeds_where_both_rows_have_them():
     contrasts = [("noise 0.2", "vicreg 1", reg, "pixel targets", [summary(0.60), summary(0.61)]),
                  ("lr 2e-3", "vicreg 1", reg, "no regulariser", [summary(0.40)]),  # seed 0 only
                  ("fashion-cpu", "vicreg 1", reg, "pixel targets", [summary(0.69), summary(0.69)])]
-    lines = studies.contrast_verdicts(contrasts, [0, 1]).splitlines()[2:]
+    lines = studies.contrast_table(contrasts, [0, 1]).splitlines()[2:]
     assert len(lines) == 6  # 3 contrasts x 2 read-outs; spread: twice the combined seed std, 2 x (2 + 0.5) ** 0.5
     assert lines[0] == ("| noise 0.2 | kNN | vicreg 1 − pixel targets | +10.0, +11.0 | +10.5 | 3.2 | "
                         "**vicreg 1 ahead** beyond the spread |")
     assert "| +30.0 | +31.0 |" in lines[2] and lines[2].endswith("vicreg 1 ahead, on this seed only |")
     assert "| +1.0, +3.0 | +2.0 | 2.9 |" in lines[4] and "level: within the spread" in lines[4]
-    one_seed = studies.contrast_verdicts([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
+    one_seed = studies.contrast_table([("fashion-cpu", "vicreg 1", [summary(0.80), None], "pixel targets",
                                            [summary(0.69), summary(0.69)])], [0, 1])
     assert one_seed.splitlines()[2].endswith("vicreg 1 ahead, on this seed only |")  # one run is one seed's result
-    no_reference = studies.contrast_verdicts([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1])
-    assert len(no_reference.splitlines()) == 2  # no reference run: no verdict
+    no_reference = studies.contrast_table([("x", "vicreg 1", reg, "pixel targets", [None, None])], [0, 1])
+    assert len(no_reference.splitlines()) == 2  # no reference run: no outcome
 
-    # the same verdicts read back from the table, as notebook 10 says them: only a gap beyond the spread on both
+    # the same outcomes read back from the table, as notebook 10 says them: only a gap beyond the spread on both
     # seeds is "ahead" or "behind"
-    said = studies.read_verdicts("intro\n\n" + studies.contrast_verdicts(contrasts, [0, 1]) + "\n\nafter\n")
+    said = studies.read_differences("intro\n\n" + studies.contrast_table(contrasts, [0, 1]) + "\n\nafter\n")
     assert list(said) == [("noise 0.2", "vicreg 1", "pixel targets"), ("lr 2e-3", "vicreg 1", "no regulariser"),
                           ("fashion-cpu", "vicreg 1", "pixel targets")]
     assert said["noise 0.2", "vicreg 1", "pixel targets"][0] == studies.Gap("kNN", 10.5, "ahead")
     assert [g.side for g in said["lr 2e-3", "vicreg 1", "no regulariser"]] == ["one seed", "one seed"]
     assert "on one seed only (not yet a result) on kNN (+31.0)" in studies.sentence(
         "vicreg 1", "no regulariser", said["lr 2e-3", "vicreg 1", "no regulariser"])
-    behind = studies.read_verdicts(studies.contrast_verdicts([("x", "a", [summary(0.5)] * 2, "b", reg)], [0, 1]))
+    behind = studies.read_differences(studies.contrast_table([("x", "a", [summary(0.5)] * 2, "b", reg)], [0, 1]))
     assert [g.side for g in behind["x", "a", "b"]] == ["behind", "behind"]
     assert studies.sentence("a", "b", behind["x", "a", "b"]) == (
         "**a** against **b**: ahead beyond the spread on no read-out; behind on kNN (-21.0), 10 / class (-21.0); "
@@ -380,10 +380,10 @@ def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monke
     for s, acc in enumerate((0.85, 0.86)):  # the L2 latent runs (the compare study), finished
         fake_run(tmp_path / "compare" / f"fashion-cpu-latent-seed{s}", acc, 0.5, 100.0, 500.0)
     lines = compare.study(out, "fashion-cpu", [0, 1], loss="smooth_l1").splitlines()
-    verdicts = lines[lines.index("| smooth_l1 differences | read-out | difference | per seed | mean | spread | "
+    outcomes = lines[lines.index("| smooth_l1 differences | read-out | difference | per seed | mean | spread | "
                                  "outcome |"):]
-    assert len(verdicts) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
-    assert verdicts[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
+    assert len(outcomes) == 2 + len(METRICS)  # latent targets, every read-out; the pixel runs have no L2 twin yet
+    assert outcomes[2] == ("| fashion-cpu | linear | latent targets, smooth_l1 − latent targets, L2 | +5.0, +6.0 | "
                            "+5.5 | 3.2 | **latent targets, smooth_l1 ahead** beyond the spread |")
     assert "smooth_l1 differences" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: no twin to judge
 

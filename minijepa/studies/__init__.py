@@ -26,14 +26,14 @@ and trains nothing. The result is a markdown table, printed and written to RECOR
 
 In code: each study is a module (its runs, its table, its options); runs.py runs and records a run (`Plan`,
 `train_and_evaluate`, `load_records`), tables.py writes the tables (`pm`, `summary_row`) and holds the one rule for
-a gap between two rows (`gap_verdict`: only beyond the spread); __main__.py is the command line.
+a gap between two rows (`judge_gap`: only beyond the spread); __main__.py is the command line.
 """
-from .distractors import diagnose, diagnose_records, diagnosis_table, dial_rows, dial_run, dial_table, dial_verdicts
+from .distractors import diagnose, diagnose_records, diagnosis_table, dial_rows, dial_run, dial_table, dial_differences
 from .regularisers import collapse_prone_runs, regulariser_groups
 from .runs import Plan, load_records, train_and_evaluate
-from .tables import Gap, contrast_verdicts, gap_verdict, mean_sd, pm, read_verdicts, readout_gaps, sentence, summary_row
+from .tables import Gap, contrast_table, judge_gap, mean_sd, pm, read_differences, readout_gaps, sentence, summary_row
 
-__all__ = ["Gap", "Plan", "collapse_prone_runs", "contrast_verdicts", "diagnose", "diagnose_records",
-           "diagnosis_table", "dial_rows", "dial_run", "dial_table", "dial_verdicts", "gap_verdict", "load_records",
-           "mean_sd", "pm", "read_verdicts", "readout_gaps", "regulariser_groups", "sentence", "summary_row",
+__all__ = ["Gap", "Plan", "collapse_prone_runs", "contrast_table", "diagnose", "diagnose_records",
+           "diagnosis_table", "dial_rows", "dial_run", "dial_table", "dial_differences", "judge_gap", "load_records",
+           "mean_sd", "pm", "read_differences", "readout_gaps", "regulariser_groups", "sentence", "summary_row",
            "train_and_evaluate"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..evaluate import METRICS
 from ..train import PRESETS
 from .runs import Plan, folders, record_path, seed_list, train_and_evaluate, write_table
-from .tables import (as_encoder, cells, columns, contrast_verdicts, headers, one_protocol, representative, whitened,
+from .tables import (as_encoder, cells, columns, contrast_table, headers, one_protocol, representative, whitened,
                      whitened_note)
 
 TARGETS = ("latent", "pixels")
@@ -64,7 +64,7 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
                      (preset, "latent targets", latent, "pixel targets", pixels),
                      (preset, "pixel targets", pixels, "random init", as_encoder(latent, "random_init"))]
         lines += ["", "**Does pretraining help?** (each row minus the reference row; seed by seed where both rows "
-                  "have the seed)", "", contrast_verdicts(contrasts, seeds, "differences", metrics),
+                  "have the seed)", "", contrast_table(contrasts, seeds, "differences", metrics),
                   "", "**The whitened probe beside the probes that replaced it** (the same features; whitened: "
                   "PCA-whitened first, which makes a probe blind to which directions carry the variance)", "",
                   probe_table(preset, {"I-JEPA (latent targets)": (latent, "ijepa"), "pixel targets": (pixels, "ijepa"),
@@ -73,7 +73,8 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
         if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
     if any(any(rows) for rows in plain.values()):
         lines += ["", f"**Differences** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
-                  "the seed)", "", loss_verdicts(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
+                  "the seed)", "",
+                  loss_differences(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
     return "\n".join(lines)
 
 
@@ -101,13 +102,13 @@ def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -
                 for s in seeds] for t in TARGETS}
 
 
-def loss_verdicts(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
+def loss_differences(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
                   seeds: list[int]) -> str:
     """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
     L2 (plain: `plain_fashion_runs`), seed by seed."""
     contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
                  for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
-    return contrast_verdicts(contrasts, seeds, f"{loss} differences", METRICS)
+    return contrast_table(contrasts, seeds, f"{loss} differences", METRICS)
 
 
 def schedule_length(text: str) -> int:

@@ -16,7 +16,7 @@ from ..probes import knn_accuracy, pca_whitener
 from ..plots import plot_dial
 from ..train import PRESETS, build_model, load_run
 from .runs import Plan, folders, load_records, record_path, seed_list, train_and_evaluate, write_record, write_table
-from .tables import gap_verdict, mean_sd, pm, readout_name, whitened
+from .tables import judge_gap, mean_sd, pm, readout_name, whitened
 
 DIAL = {"noise": (0.1, 0.2, 0.4), "clutter": (0.25, 0.5, 1.0)}  # strengths of each kind (0: no distractor)
 ENCODERS = {"latent": "I-JEPA (latent targets)", "pixels": "pixel targets", "random_init": "random init",
@@ -52,7 +52,7 @@ def study(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan: Plan
                     out / name, preset, {"target": t, "seed": str(s), "distractor": spec}, baseline=t == "latent",
                     table_only=not plan.may_train(name), record=record_path(record, name)))
     rows = dial_rows([s for s in summaries if s is not None])
-    return dial_table(rows) + "\n\n" + dial_verdicts(rows)
+    return dial_table(rows) + "\n\n" + dial_differences(rows)
 
 
 def dial_rows(summaries: list[dict]) -> list[dict]:
@@ -106,10 +106,10 @@ def dial_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
-    """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a verdict. A gap counts
+def dial_differences(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a outcome. A gap counts
     only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
-    accuracy (`gap_verdict`); a gap of one seed is said to be that seed's only."""
+    accuracy (`judge_gap`); a gap of one seed is said to be that seed's only."""
     lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | outcome | "
              "latent − random init |", "|---" * 7 + "|"]
     for kind, strength, spec in dial_settings(rows):
@@ -122,12 +122,12 @@ def dial_verdicts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_1
             lat, pix = ([100 * by[e][s][m] for s in seeds] for e in ("latent", "pixels"))
             diffs = [a - b for a, b in zip(lat, pix)]
             gap = statistics.fmean(diffs)
-            spread, verdict = gap_verdict(mean_sd(lat), mean_sd(pix), by["latent"][seeds[0]]["n_test"], diffs,
+            spread, outcome = judge_gap(mean_sd(lat), mean_sd(pix), by["latent"][seeds[0]]["n_test"], diffs,
                                           ("latent", "pixels"))
             rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
             old = any(by[e][s].get("whitened") for e in ("latent", "pixels") for s in seeds)
             lines.append(f"| {spec} | {readout_name(m, old)} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
-                         f"{spread:.1f} | {verdict} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
+                         f"{spread:.1f} | {outcome} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
     return "\n".join(lines)
 
 

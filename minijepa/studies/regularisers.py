@@ -13,10 +13,10 @@ from ..results import markdown_tables
 from .compare import plain_fashion_runs
 from .distractors import dial_run
 from .runs import Plan, folders, record_path, seed_list, slug, train_and_evaluate, write_table
-from .tables import as_encoder, columns, contrast_verdicts, headers, representative, summary_row, whitened_note
+from .tables import as_encoder, columns, contrast_table, headers, representative, summary_row, whitened_note
 
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
-COLLAPSE_PRONE = {  # demo-preset settings that collapsed plain I-JEPA on both seeds (ablations), and distractors
+COLLAPSE_PRONE = {  # demo settings that collapsed I-JEPA without a regulariser on both seeds, and distractors
     "predictor depth 2": {"predictor_depth": "2"},
     "batch size 64": {"batch_size": "64"},
     "lr 2e-3": {"lr": "2e-3", "start_lr": "4e-4"},
@@ -39,14 +39,14 @@ def collapse_run(setting: str, reg: str, seed: int) -> str:
 
 
 def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds: list[int] = (0, 1)) -> str:
-    """VICReg and SIGReg on the context encoder's output, against plain I-JEPA (minijepa/regularisers.py):
+    """VICReg and SIGReg on the context encoder's output, against I-JEPA without one (minijepa/regularisers.py):
     1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the best weight of each (by
        `sweep_score`) goes on; the better of the two is also tried per patch, and without the EMA teacher
        (target = the context encoder under stop-gradient: momentum 0);
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
     3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
        and without it (seed 0; the distractor settings: both seeds, the distractor study's runs);
-    then the verdicts: the regularised rows against pixel targets and plain I-JEPA (`contrast_verdicts`).
+    then the outcomes: the regularised rows against pixel targets and I-JEPA without a regulariser (`contrast_table`).
     Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
     trained there if missing. Steps 2-3 wait until the sweep has finished."""
     plan = plan or Plan()
@@ -117,7 +117,7 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                                                                 ("no regulariser", plain_fashion["latent"]))]
     lines += ["", "**Differences on Fashion-MNIST** (regularised latent targets minus the reference row; seed by seed "
               "where both rows have the seed)", "",
-              contrast_verdicts(fashion_contrasts, seeds, "regulariser differences, fashion-cpu", metrics)]
+              contrast_table(fashion_contrasts, seeds, "regulariser differences, fashion-cpu", metrics)]
     # 3 · collapse-prone settings
     lines += ["", f"**3 · Settings where I-JEPA collapsed** (demo preset; {top} {best[top]:g})", "",
               cols(REG_TABLES[1], [base["latent"], *sweep.values()])]
@@ -141,13 +141,13 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
     lines += ["", "**Differences where I-JEPA collapsed** (regularised latent targets minus the reference row; "
               "seed by seed where both rows have the seed)", "",
-              contrast_verdicts(contrasts, seeds, "regulariser differences, demo")]
+              contrast_table(contrasts, seeds, "regulariser differences, demo")]
     return "\n".join(lines)
 
 
 def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
     """The rows of stages 2 and 3 of the regulariser study's table (`study`, saved at `path`), grouped by setting:
-    {"fashion-cpu" or a COLLAPSE_PRONE setting: {variant: {column: cell}}}, variants named as in the verdicts
+    {"fashion-cpu" or a COLLAPSE_PRONE setting: {variant: {column: cell}}}, variants named as in the outcomes
     ("no regulariser", "pixel targets", "vicreg 1", ...); the baselines (random init, raw pixels) left out."""
     tables = {t["title"]: t["rows"] for t in markdown_tables(path)}
     groups = {}

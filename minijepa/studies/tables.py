@@ -1,7 +1,7 @@
 """The studies' tables: mean ± std over seeds, the read-outs' column names, a row of run summaries, and the one rule
-for calling a gap between two rows (`gap_verdict`: only beyond the spread), applied row against row
-(`contrast_verdicts`), and the verdicts said as sentences (`sentence`: from a study's verdict table, `read_verdicts`,
-or from two runs read out side by side, `readout_gaps`)."""
+for calling a gap between two rows (`judge_gap`: only beyond the spread), applied row against row
+(`contrast_table`), and the outcomes said as sentences (`sentence`: from a study's table of differences,
+`read_differences`, or from two runs read out side by side, `readout_gaps`)."""
 from __future__ import annotations
 
 import statistics
@@ -124,12 +124,12 @@ def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", se
     return f"| {label}{note} | " + " | ".join(row) + " |"
 
 
-def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
+def judge_gap(a: tuple[float, float], b: tuple[float, float], n_test: int, diffs: list[float],
                 names: tuple[str, str]) -> tuple[float, str]:
     """Is row a ahead of row b? a, b: (mean, seed std) of one read-out in %. The gap of the means counts only beyond
     the spread: twice the combined seed std, and at least 2 standard errors of one test accuracy
     (probes.spread_margin). `diffs`: a - b seed by seed where both rows have the seed; one such seed makes the
-    verdict that seed's only, seeds that disagree in sign make none. Returns (spread, verdict)."""
+    outcome that seed's only, seeds that disagree in sign make none. Returns (spread, outcome)."""
     gap = a[0] - b[0]
     spread = 100 * spread_margin(a[0] / 100, b[0] / 100, a[1] / 100, b[1] / 100, n_test)
     winner = names[0] if gap > 0 else names[1]
@@ -144,19 +144,19 @@ def gap_verdict(a: tuple[float, float], b: tuple[float, float], n_test: int, dif
 
 def as_encoder(summaries: list[dict | None], key: str) -> list[dict | None]:
     """Runs' summaries with their `key` read-out (e.g. "random_init") in the place of the trained encoder's, so that
-    `contrast_verdicts` can set a baseline against a trained row."""
+    `contrast_table` can set a baseline against a trained row."""
     return [None if s is None else {**s, "result": {**s["result"], "ijepa": s["result"][key]}} for s in summaries]
 
 
-VERDICT_COLUMNS = ["read-out", "difference", "per seed", "mean", "spread", "outcome"]
+DIFFERENCE_COLUMNS = ["read-out", "difference", "per seed", "mean", "spread", "outcome"]
 
 
-def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "differences",
+def contrast_table(contrasts: list[tuple], seeds: list[int], title: str = "differences",
                       metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
-    """Rows of runs against a reference row, per setting and read-out (`gap_verdict`), as a table headed `title`.
+    """Rows of runs against a reference row, per setting and read-out (`judge_gap`), as a table headed `title`.
     contrasts: (setting, label, summaries over `seeds`, reference label, reference summaries over `seeds`), None
     where a run is missing (a reference with seed 0 alone, for instance); a contrast without runs is left out."""
-    lines = [f"| {title} | {' | '.join(VERDICT_COLUMNS)} |", "|---" * 7 + "|"]
+    lines = [f"| {title} | {' | '.join(DIFFERENCE_COLUMNS)} |", "|---" * 7 + "|"]
     for setting, label, runs, ref_label, ref in contrasts:
         if any(r is not None and not whitened(r["result"]) for r in runs) != \
                 any(r is not None and not whitened(r["result"]) for r in ref):  # one row not read out again yet:
@@ -172,16 +172,16 @@ def contrast_verdicts(contrasts: list[tuple], seeds: list[int], title: str = "di
             gap = stats[0] - other[0]
             diffs = [mine[s] - theirs[s] for s in mine if s in theirs] or ([gap] if len(mine) == 1 else [])
             n_test = next(r for r in runs if r is not None)["result"]["ijepa"]["n_test"]
-            spread, verdict = gap_verdict(stats, other, n_test, diffs, (label, ref_label))
+            spread, outcome = judge_gap(stats, other, n_test, diffs, (label, ref_label))
             paired = [f"{mine[s] - theirs[s]:+.1f}" for s in mine if s in theirs]
             old = any(whitened(r["result"]) for r in (*runs, *ref) if r is not None)
             lines.append(f"| {setting} | {readout_name(m, old)} | {label} − {ref_label} | "
                          f"{', '.join(paired) or 'unpaired'} | {gap:+.1f} | {spread:.1f} | "
-                         f"{verdict} |")
+                         f"{outcome} |")
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------ verdicts as sentences
+# ------------------------------------------------------------------------------------------ outcomes as sentences
 class Gap(NamedTuple):
     """One read-out of one row against a reference row: the gap in points and which side it falls on ("ahead" or
     "behind": beyond the spread, on every seed; "one seed": beyond it where only one seed has both rows, not yet a
@@ -201,21 +201,21 @@ def sentence(label: str, ref: str, gaps: list[Gap]) -> str:
             f"{one_seed}; level on {said['level']}.")
 
 
-def read_verdicts(markdown: str) -> dict[tuple[str, str, str], list[Gap]]:
-    """The verdict tables (`contrast_verdicts`) in a study's markdown, e.g. the text of docs/studies/regularisers.md:
-    {(setting, row, reference row): [one Gap per read-out]}."""
-    out, in_verdicts = {}, False
+def read_differences(markdown: str) -> dict[tuple[str, str, str], list[Gap]]:
+    """The tables of differences (`contrast_table`) in a study's markdown, e.g. the text of
+    docs/studies/regularisers.md: {(setting, row, reference row): [one Gap per read-out]}."""
+    out, in_table = {}, False
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if not line.startswith("|"):
-            in_verdicts = False
-        elif cells[1:] == VERDICT_COLUMNS:
-            in_verdicts = True
-        elif in_verdicts and not line.startswith("|---"):
-            setting, readout, difference, _, mean, _, verdict = cells
+            in_table = False
+        elif cells[1:] == DIFFERENCE_COLUMNS:
+            in_table = True
+        elif in_table and not line.startswith("|---"):
+            setting, readout, difference, _, mean, _, outcome = cells
             label, ref = difference.split(" − ")
-            side = "one seed" if "on this seed only" in verdict else "level" if "beyond the spread" not in verdict \
-                else "ahead" if verdict.startswith(f"**{label} ahead**") else "behind"
+            side = "one seed" if "on this seed only" in outcome else "level" if "beyond the spread" not in outcome \
+                else "ahead" if outcome.startswith(f"**{label} ahead**") else "behind"
             out.setdefault((setting, label, ref), []).append(Gap(readout, float(mean), side))
     return out
 
