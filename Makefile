@@ -32,10 +32,10 @@ gpu-check: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
-# re-execute every notebook in full mode, in place (what the committed outputs come from), in name order: 10 reads
-# the saved outputs of 05-09, so it runs after them
+# re-execute every notebook in full mode, in place (what the committed outputs come from), in name order: 07 reads
+# what 04 saves, 11 the saved outputs of 05-10, so they run after them
 notebooks: setup
-	for nb in notebooks/*.ipynb; do $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.store_widget_state=False $$nb || exit 1; done
+	$(PY) notebooks/execute.py notebooks/*.ipynb
 
 clean:
 	rm -rf runs .pytest_cache

@@ -10,7 +10,7 @@ to images. This module does the same in miniature and deterministically:
 `train_decoder` fits the decoder by MSE on the *target* features of a frozen encoder, layer-normed over the feature
 dim exactly as `IJEPA.target_features` normalises the training targets. The predictor is trained to output that
 same space, so its predictions can be pasted into the grid in place of target features and decoded by the same
-decoder (notebook 09). The decoder works token by token: a token's pixels come from that token alone, so a decoded
+decoder (notebook 10). The decoder works token by token: a token's pixels come from that token alone, so a decoded
 patch shows what its feature vector says about its own place in the image. An MSE decoder draws the *average* image
 consistent with a feature, so it is blurry wherever the feature leaves the pixels uncertain; RCDM samples instead.
 """

@@ -15,6 +15,7 @@ from .masks import indices_to_mask
 
 # 0 = unused, 1 = context, 2.. = target blocks (up to 7)
 MASK_COLORS = ["#ffffff", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+UNUSED_WASH = 0.75  # opacity of the white laid over image patches in neither the context nor a target
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -102,7 +103,7 @@ def draw_masks(ax: plt.Axes, image: torch.Tensor | None, context: torch.Tensor, 
     for mask in target_masks:
         unused &= ~mask
     layer = torch.zeros(H, W, 4)  # RGBA over the image: washed-out unused patches, blue-tinted context
-    layer[unused] = torch.tensor([1.0, 1.0, 1.0, 0.75 if image is not None else 0.0])
+    layer[unused] = torch.tensor([1.0, 1.0, 1.0, UNUSED_WASH if image is not None else 0.0])
     layer[context_mask] = torch.tensor([*to_rgb(MASK_COLORS[1]), 0.45 if image is not None else 0.7])
     ax.imshow(layer.numpy(), extent=extent, interpolation="nearest")
     for i, mask in enumerate(target_masks):
@@ -115,11 +116,12 @@ def draw_masks(ax: plt.Axes, image: torch.Tensor | None, context: torch.Tensor, 
     ax.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5), xticks=[], yticks=[])
 
 
-def mask_legend(where: plt.Figure | plt.Axes, n_targets: int, fontsize: float = 9) -> None:
+def mask_legend(where: plt.Figure | plt.Axes, n_targets: int, fontsize: float = 9, on_image: bool = True) -> None:
     """A legend for `draw_masks`' colours. On a Figure (made with layout="constrained") it goes below the panels;
-    on an Axes, to its right."""
-    handles = [Patch(fc=MASK_COLORS[1], alpha=0.6, label="context (seen)"),
-               Patch(fc="white", ec="0.6", label="not used")]
+    on an Axes, to its right. `on_image`: the masks were drawn over images, where a patch that is not used is washed
+    out (a dark one turns light grey); on a bare grid it stays white."""
+    handles = [Patch(fc=MASK_COLORS[1], alpha=0.6, label="context (seen)"),  # not used: as over a black patch
+               Patch(fc=str(UNUSED_WASH) if on_image else "white", ec="0.6", label="not used (washed out)")]
     handles += [Patch(fc=MASK_COLORS[2 + i % 7], alpha=0.5, ec=MASK_COLORS[2 + i % 7], lw=2, label=f"target {i + 1}")
                 for i in range(n_targets)]
     if isinstance(where, plt.Axes):
@@ -141,7 +143,7 @@ def plot_masks(images: torch.Tensor | None, context: torch.Tensor, targets: list
         draw_masks(ax, None if images is None else images[i], context[i], [t[i] for t in targets], grid_size)
     sizes = f"context {context.shape[1]} patches, {len(targets)} target block(s) of {targets[0].shape[1]}"
     fig.suptitle(f"{title}\n{sizes}" if title else sizes, fontsize=10)
-    mask_legend(fig, len(targets))
+    mask_legend(fig, len(targets), on_image=images is not None)
     if out is not None:
         fig.savefig(out, dpi=dpi)
         plt.close(fig)
@@ -232,28 +234,34 @@ def plot_dial(rows: list[dict], out: str | Path | None = None,
               metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> plt.Figure:
     """The distractor study's dial figure: one row of panels per distractor kind, one column per read-out; x = the
     distractor's strength (0 = clean images, shared by both kinds), y = test accuracy on images corrupted the same
-    way; a line per encoder, the mean over seeds with the seeds' range as error bars. `rows`: studies.dial_rows."""
+    way; a line per encoder, the mean over seeds with the seeds' range as error bars (none where one seed); an encoder
+    without the read-out (raw pixels are not fine-tuned) is left out of that panel. `rows`: studies.dial_rows."""
     kinds = [k for k in DIAL_AXIS if any(r["kind"] == k for r in rows)]
     titles = {"knn": "kNN (k = 20)", "linear_10_per_class": "linear probe, 10 labels per class",
-              "linear": "linear probe, all labels", "linear_1pct": "linear probe, 1 % of labels"}
+              "linear": "linear probe, all labels", "linear_1pct": "linear probe, 1 % of labels",
+              "finetune_1pct": "fine-tuned on 1 % of labels"}
     fig, axes = plt.subplots(len(kinds), len(metrics), figsize=(5.2 * len(metrics), 3.6 * len(kinds)),
                              squeeze=False)
     for ax_row, kind in zip(axes, kinds):
         for ax, metric in zip(ax_row, metrics):
             for encoder, (label, color, style, marker) in DIAL_STYLE.items():
-                points = sorted({r["strength"] for r in rows if r["encoder"] == encoder and r["kind"] in (kind, "none")})
+                mine = [r for r in rows if r["encoder"] == encoder and r["kind"] in (kind, "none")
+                        and r.get(metric) is not None]
+                points = sorted({r["strength"] for r in mine})
                 if not points:
                     continue
-                values = [[100 * r[metric] for r in rows if r["encoder"] == encoder and r["strength"] == x
-                           and r["kind"] in (kind, "none")] for x in points]
+                values = [[100 * r[metric] for r in mine if r["strength"] == x] for x in points]
                 mean = [sum(v) / len(v) for v in values]
-                err = [[m - min(v) for m, v in zip(mean, values)], [max(v) - m for m, v in zip(mean, values)]]
-                seeds = max(len(v) for v in values)
-                ax.errorbar(points, mean, yerr=err, color=color, ls=style, marker=marker, ms=5, capsize=3,
-                            label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+                lo, hi = min(len(v) for v in values), max(len(v) for v in values)
+                err = [[m - min(v) if len(v) > 1 else float("nan") for m, v in zip(mean, values)],
+                       [max(v) - m if len(v) > 1 else float("nan") for m, v in zip(mean, values)]]  # none for 1 seed
+                seeds = f"{hi} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+                ax.errorbar(points, mean, yerr=err if hi > 1 else None, color=color, ls=style, marker=marker,
+                            ms=5, capsize=3, label=f"{label} ({seeds})")
             ax.set(xlabel=DIAL_AXIS[kind], ylabel="test accuracy (%)", title=f"{kind}: {titles[metric]}")
             ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=8, loc="best")
+    for ax_row in axes:  # per kind: its seeds may differ from the other kind's
+        ax_row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.suptitle("Turning up unpredictable pixel detail (error bars: range over seeds)", fontsize=11)
     fig.tight_layout()
     if out is not None:

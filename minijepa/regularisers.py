@@ -1,7 +1,7 @@
 """Anti-collapse by design: explicit regularisers on a batch of embeddings Z (N, D), for latent targets.
 
 I-JEPA avoids collapse only through its asymmetry (a predictor on one side, a slowly moving EMA target on the other,
-paper §3); at small scale that is not always enough (notebook 04, docs/results.md). Later joint-embedding work adds
+paper §3); at small scale that is not always enough (notebooks 04 and 07, docs/results.md). Later joint-embedding work adds
 an explicit term that keeps the embeddings spread out:
 
     vicreg   (Bardes et al. 2022, used by C-JEPA, Mo & Tong 2024)

@@ -189,7 +189,7 @@ def draw_batch(images: torch.Tensor | None, context: torch.Tensor, targets: list
                    to_2tuple(grid_size))
     if title:
         fig.suptitle(title, fontsize=9)
-    mask_legend(fig, len(targets))
+    mask_legend(fig, len(targets), on_image=images is not None)
     return fig
 
 

@@ -98,6 +98,30 @@ def test_block_outline_traces_the_border_of_a_block():
     assert len(block_outline(mask)) == 14
 
 
+
+@pytest.mark.parametrize("on_image", [True, False])
+def test_the_legend_shows_unused_patches_as_draw_masks_paints_them(on_image):
+    """Over an image, a patch in neither the context nor a target is washed out: a black one turns the grey of the
+    legend's "not used" swatch; on a bare grid it stays white, and so does the swatch."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    from minijepa.plots import draw_masks, mask_legend
+    fig, ax = plt.subplots()
+    image = torch.zeros(1, 8, 8) if on_image else None  # black: every unused patch shows the wash alone
+    draw_masks(ax, image, torch.tensor([0, 1]), [torch.tensor([3])], (2, 2))
+    fig.canvas.draw()
+    pixels = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())[..., :3].float() / 255  # (H, W, 3)
+    x0, y0, x1, y1 = ax.get_window_extent().extents
+    h = pixels.shape[0]
+    # patch (1, 0) of the 2x2 grid is unused: the centre of the lower-left quarter of the axes
+    painted = pixels[int(h - (y0 + (y1 - y0) / 4)), int(x0 + (x1 - x0) / 4)]
+    mask_legend(ax, 1, on_image=on_image)
+    swatch = next(h for h in ax.get_legend().legend_handles if h.get_label().startswith("not used"))
+    assert torch.allclose(painted, torch.tensor(to_rgb(swatch.get_facecolor())), atol=0.02)
+    plt.close(fig)
+
 # ------------------------------------------------------------------------------------------------- impossible settings
 def options(**changes) -> dict:
     """The explorer's options (less seed and batch size) at the paper's defaults, with `changes`."""
@@ -205,7 +229,7 @@ def test_explorer_starts_with_the_paper_defaults(explorer):
     assert explorer.stats == mask_stats(context, targets, 14)
     assert len(explorer.figure.axes) == 3  # one panel per image
     assert [t.get_text() for t in explorer.figure.legends[0].get_texts()] == [
-        "context (seen)", "not used", "target 1", "target 2", "target 3", "target 4"]
+        "context (seen)", "not used (washed out)", "target 1", "target 2", "target 3", "target 4"]
     assert "multiblock on a 14x14 grid, batch of 32" in explorer.status.value
 
 
