@@ -28,12 +28,13 @@ In code: each study is a module (its runs, its table, its options); runs.py runs
 `train_and_evaluate`, `load_records`), tables.py writes the tables (`pm`, `summary_row`) and holds the one rule for
 a gap between two rows (`judge_gap`: only beyond the spread); __main__.py is the command line.
 """
-from .distractors import diagnose, diagnose_records, diagnosis_table, dial_rows, dial_run, dial_table, dial_differences
+from .distractors import (diagnose, diagnose_records, diagnosis_table, dial_contrasts, dial_differences, dial_gaps,
+                          dial_left_out, dial_rows, dial_run, dial_table)
 from .regularisers import collapse_prone_runs, regulariser_groups
 from .runs import Plan, load_records, train_and_evaluate
 from .tables import Gap, contrast_table, judge_gap, mean_sd, pm, read_differences, readout_gaps, sentence, summary_row
 
 __all__ = ["Gap", "Plan", "collapse_prone_runs", "contrast_table", "diagnose", "diagnose_records",
-           "diagnosis_table", "dial_rows", "dial_run", "dial_table", "dial_differences", "judge_gap", "load_records",
+           "diagnosis_table", "dial_contrasts", "dial_gaps", "dial_left_out", "dial_rows", "dial_run", "dial_table", "dial_differences", "judge_gap", "load_records",
            "mean_sd", "pm", "read_differences", "readout_gaps", "regulariser_groups", "sentence", "summary_row",
            "train_and_evaluate"]

@@ -9,16 +9,19 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 from ..distractors import Distractor, corrupt_images
 from ..evaluate import METRICS, corrupted_splits, eval_splits, extract_features, pixel_features
+from ..finetune import FINETUNE
 from ..probes import knn_accuracy, pca_whitener
 from ..plots import plot_dial
 from ..train import PRESETS, build_model, load_run
 from .runs import Plan, folders, load_records, record_path, seed_list, train_and_evaluate, write_record, write_table
-from .tables import judge_gap, mean_sd, pm, readout_name, whitened
+from .tables import Gap, cells, judge_gap, mean_sd, pm, readout_name, whitened
 
 DIAL = {"noise": (0.1, 0.2, 0.4), "clutter": (0.25, 0.5, 1.0)}  # strengths of each kind (0: no distractor)
+DIAL_METRICS = METRICS + ("finetune_1pct",)  # the read-outs a dial row keeps (fine-tuning: None where not run)
 ENCODERS = {"latent": "I-JEPA (latent targets)", "pixels": "pixel targets", "random_init": "random init",
             "raw_pixels": "raw pixels"}
 
@@ -51,16 +54,20 @@ def study(out: Path, preset: str = "demo", seeds: list[int] = (0, 1), plan: Plan
                 summaries.append(train_and_evaluate(
                     out / name, preset, {"target": t, "seed": str(s), "distractor": spec}, baseline=t == "latent",
                     table_only=not plan.may_train(name), record=record_path(record, name)))
-    rows = dial_rows([s for s in summaries if s is not None])
-    return dial_table(rows) + "\n\n" + dial_differences(rows)
+    done = [s for s in summaries if s is not None]
+    rows = dial_rows(done)
+    return dial_table(rows, dial_left_out(done)) + "\n\n" + dial_differences(rows)
 
 
 def dial_rows(summaries: list[dict]) -> list[dict]:
     """Flatten the distractor study's finished runs into one row per (distractor, encoder, seed): kind, strength,
     encoder, seed, the read-outs on corrupted images, the clean ones, and the run's collapse signals. This is what
-    the table and the dial figure are drawn from."""
+    the table and the dial figure are drawn from. One protocol only: once some runs have been read out with the
+    current probes, the runs still read out with the whitened ones are left out (`dial_left_out` names them), so that
+    no row averages the two protocols and no difference sets one against the other (as `tables.one_protocol`)."""
     rows = []
-    for summary in summaries:
+    current = [s for s in summaries if not whitened(s["result"])]
+    for summary in current or summaries:
         result, cfg = summary["result"], summary["result"]["config"]
         d = Distractor.parse(cfg.get("distractor", "none"))
         for key in ("ijepa", "random_init", "raw_pixels"):
@@ -69,12 +76,27 @@ def dial_rows(summaries: list[dict]) -> list[dict]:
             encoder = cfg["target"] if key == "ijepa" else key
             clean = result.get("clean", result)[key]
             rows.append(dict(kind=d.kind if d else "none", strength=d.strength if d else 0.0, encoder=encoder,
-                             seed=cfg["seed"], **{m: result[key][m] for m in METRICS},
-                             **{f"clean_{m}": clean[m] for m in METRICS}, n_test=result[key]["n_test"],
+                             seed=cfg["seed"], **{m: result[key].get(m) for m in DIAL_METRICS},
+                             **{f"clean_{m}": clean.get(m) for m in DIAL_METRICS}, n_test=result[key]["n_test"],
                              n_10_per_class=result[key].get("n_10_per_class"), n_1pct=result[key].get("n_1pct"),
                              whitened=whitened(result), feat_std=summary["feat_std"] if key == "ijepa" else None,
                              erank=summary["erank"] if key == "ijepa" else None))
     return rows
+
+
+def dial_left_out(summaries: list[dict]) -> list[str]:
+    """The runs `dial_rows` leaves out: those still read out with the whitened probes, where others have been read
+    out again with the current ones (e.g. "noise 0.2, pixel targets, seed 1")."""
+    if all(whitened(s["result"]) for s in summaries):
+        return []
+    names = []
+    for s in summaries:
+        if whitened(s["result"]):
+            cfg = s["result"]["config"]
+            d = Distractor.parse(cfg.get("distractor", "none"))
+            names.append(f"{'none' if d is None else f'{d.kind} {d.strength:g}'}, {ENCODERS[cfg['target']]}, "
+                         f"seed {cfg['seed']}")
+    return names
 
 
 def dial_settings(rows: list[dict]) -> list[tuple[str, float, str]]:
@@ -83,52 +105,94 @@ def dial_settings(rows: list[dict]) -> list[tuple[str, float, str]]:
     return [(k, x, "none" if k == "none" else f"{k} {x:g}") for k, x in settings]
 
 
-def dial_table(rows: list[dict]) -> str:
-    """One line per (distractor, encoder): mean ± std over the seeds that finished."""
+def dial_table(rows: list[dict], left_out: list[str] = ()) -> str:
+    """One line per (distractor, encoder): mean ± std over the seeds that finished; the fine-tuning column where the
+    runs have it (the current probes). `left_out`: runs not read out again yet (`dial_left_out`), named under it."""
     n10 = next((r["n_10_per_class"] for r in rows if r["n_10_per_class"]), "?")
     n1 = next((r["n_1pct"] for r in rows if r["n_1pct"]), "?")
-    w = ", whitened" if any(r.get("whitened") for r in rows) else ""
-    lines = [f"| distractor | encoder | seeds | linear{' (whitened)' if w else ''} | kNN | 10 / class ({n10} labels{w}) | "
-             f"1 % ({n1} labels{w}) | clean kNN | clean 10 / class{' (whitened)' if w else ''} | feature std | "
-             f"eff. rank |", "|---" * 11 + "|"]
+    old = any(r.get("whitened") for r in rows)
+    w, wh = (", whitened", " (whitened)") if old else ("", "")
+    metrics = ("linear", "knn", "linear_10_per_class", "linear_1pct") + (() if old else ("finetune_1pct",))
+    names = [f"linear{wh}", "kNN", f"10 / class ({n10} labels{w})", f"1 % ({n1} labels{w})"] + \
+        ([] if old else [f"fine-tuned 1 % ({n1} labels)"])
+    lines = [f"| distractor | encoder | seeds | {' | '.join(names)} | clean kNN | clean 10 / class{wh} | feature std | "
+             f"eff. rank |", "|---" * (len(names) + 7) + "|"]
     for kind, strength, spec in dial_settings(rows):
         for encoder, label in ENCODERS.items():
             group = [r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, encoder)]
             if not group:
                 continue
-            cells = [pm([r[m] for r in group]) for m in ("linear", "knn", "linear_10_per_class", "linear_1pct",
-                                                           "clean_knn", "clean_linear_10_per_class")]
+            values = cells(group, metrics + ("clean_knn", "clean_linear_10_per_class"))
             collapse = ["", ""] if encoder not in ("latent", "pixels") else \
                 [f"{statistics.fmean(r['feat_std'] for r in group):.3f}",
                  f"{statistics.fmean(r['erank'] for r in group):.1f}"]
             seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
-            lines.append(f"| {spec} | {label} | {seeds} | " + " | ".join(cells + collapse) + " |")
+            lines.append(f"| {spec} | {label} | {seeds} | " + " | ".join(values + collapse) + " |")
+    if not old:
+        steps = FINETUNE["epochs"] * (n1 // min(FINETUNE["batch_size"], n1)) if isinstance(n1, int) else "?"
+        lines += ["", f"Fine-tuned 1 %: {n1} labels give the fixed recipe (`finetune.FINETUNE`, {FINETUNE['epochs']} "
+                      f"epochs of batch {FINETUNE['batch_size']}) {steps} optimizer steps."]
+    if left_out:
+        lines += ["", f"Not yet read out again with the current probes, so left out for now ({len(left_out)} runs): "
+                  + "; ".join(left_out) + "."]
     return "\n".join(lines)
 
 
-def dial_differences(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
-    """Latent minus pixel targets, per distractor setting and read-out, seed by seed, with a outcome. A gap counts
-    only beyond the spread: twice the combined seed std of the two rows, and at least 2 standard errors of one test
-    accuracy (`judge_gap`); a gap of one seed is said to be that seed's only."""
-    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | outcome | "
-             "latent − random init |", "|---" * 7 + "|"]
+class DialContrast(NamedTuple):
+    """Latent against pixel targets at one distractor setting, on one read-out (`dial_contrasts`)."""
+    setting: str  # "none", "noise 0.2", ...
+    readout: str  # its name in a table (`readout_name`)
+    diffs: list[float]  # latent - pixels, seed by seed, in points
+    gap: float  # their mean
+    spread: float  # the margin a gap must pass (`judge_gap`)
+    outcome: str  # `judge_gap`'s words
+    over_random: float | None  # latent - random init, mean over the seeds
+
+
+def dial_contrasts(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> list[DialContrast]:
+    """Latent minus pixel targets, per distractor setting and read-out (those the runs have), over the seeds both
+    rows have. A gap counts only beyond the spread: twice the combined seed std of the two rows, and at least 2
+    standard errors of one test accuracy (`judge_gap`); a gap of one seed is said to be that seed's only."""
+    out = []
     for kind, strength, spec in dial_settings(rows):
         by = {e: {r["seed"]: r for r in rows if (r["kind"], r["strength"], r["encoder"]) == (kind, strength, e)}
               for e in ("latent", "pixels", "random_init")}
         seeds = sorted(set(by["latent"]) & set(by["pixels"]))
-        if not seeds:
-            continue
-        for m in metrics:
+        for m in metrics if seeds else ():
+            if any(by[e][s].get(m) is None for e in ("latent", "pixels") for s in seeds):
+                continue  # a read-out these runs lack (fine-tuning, in the whitened protocol)
             lat, pix = ([100 * by[e][s][m] for s in seeds] for e in ("latent", "pixels"))
             diffs = [a - b for a, b in zip(lat, pix)]
-            gap = statistics.fmean(diffs)
             spread, outcome = judge_gap(mean_sd(lat), mean_sd(pix), by["latent"][seeds[0]]["n_test"], diffs,
-                                          ("latent", "pixels"))
-            rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds if s in by["random_init"]]
+                                        ("latent", "pixels"))
+            rnd = [100 * (by["latent"][s][m] - by["random_init"][s][m]) for s in seeds
+                   if by["random_init"].get(s, {}).get(m) is not None]
             old = any(by[e][s].get("whitened") for e in ("latent", "pixels") for s in seeds)
-            lines.append(f"| {spec} | {readout_name(m, old)} | {', '.join(f'{d:+.1f}' for d in diffs)} | {gap:+.1f} | "
-                         f"{spread:.1f} | {outcome} | " + (f"{statistics.fmean(rnd):+.1f} |" if rnd else " |"))
+            out.append(DialContrast(spec, readout_name(m, old), diffs, statistics.fmean(diffs), spread, outcome,
+                                    statistics.fmean(rnd) if rnd else None))
+    return out
+
+
+def dial_differences(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> str:
+    """`dial_contrasts` as a table: per setting and read-out, latent minus pixels seed by seed, the mean, the spread,
+    the outcome, and latent minus random init."""
+    lines = ["| distractor | read-out | latent − pixels, per seed | mean | spread | outcome | "
+             "latent − random init |", "|---" * 7 + "|"]
+    for c in dial_contrasts(rows, metrics):
+        lines.append(f"| {c.setting} | {c.readout} | {', '.join(f'{d:+.1f}' for d in c.diffs)} | {c.gap:+.1f} | "
+                     f"{c.spread:.1f} | {c.outcome} | " +
+                     (" |" if c.over_random is None else f"{c.over_random:+.1f} |"))
     return "\n".join(lines)
+
+
+def dial_gaps(rows: list[dict], metrics: tuple[str, ...] = ("knn", "linear_10_per_class")) -> list[Gap]:
+    """`dial_contrasts` as `tables.Gap`s of latent against pixel targets, one per setting and read-out (readout:
+    e.g. "kNN at noise 0.2"), for `tables.sentence`."""
+    def side(c: DialContrast) -> str:
+        if "on this seed only" in c.outcome:
+            return "one seed"
+        return "level" if "beyond the spread" not in c.outcome else "ahead" if c.gap > 0 else "behind"
+    return [Gap(f"{c.readout} at {c.setting}", c.gap, side(c)) for c in dial_contrasts(rows, metrics)]
 
 
 def diagnose(run_dir: Path) -> dict:

@@ -42,16 +42,28 @@ def one_protocol(summaries: list[dict | None]) -> list[dict | None]:
 
 def as_whitened(summary: dict | None) -> dict | None:
     """A run read out with the current probes, seen as the whitened protocol saw it, so that it can be judged against
-    a run that was not read out again: that protocol's linear probe is the diagnostic `linear_whitened`, its
-    10-per-class probe the diagnostic's first label set (the same labels, seed and fit), kNN is the same in both; it
-    had no 1 % equivalent and no fine-tuning."""
+    (or tabulated beside) a run that was not read out again: that protocol's linear probe is the diagnostic
+    `linear_whitened`, its 10-per-class probe the diagnostic's first label set (the same labels, seed and fit), kNN is
+    the same in both; it had no 1 % equivalent and no fine-tuning. Every encoder of the run (the trained one, and the
+    baselines) is seen so."""
     if summary is None or whitened(summary["result"]):
         return summary
-    r = summary["result"]["ijepa"]
-    first = ((r.get("details") or {}).get("linear_whitened_10_per_class") or {}).get("draws", [None])[0]
-    old = {**r, "linear": r.get("linear_whitened"), "linear_10_per_class": first, "linear_1pct": None,
-           "finetune_1pct": None}
-    return {**summary, "result": {**summary["result"], "ijepa": old, "protocol": {}}}
+    result = dict(summary["result"], protocol={})
+    for key in ("ijepa", "random_init", "raw_pixels"):
+        if key in result:
+            r = result[key]
+            first = ((r.get("details") or {}).get("linear_whitened_10_per_class") or {}).get("draws", [None])[0]
+            result[key] = {**r, "linear": r.get("linear_whitened"), "linear_10_per_class": first,
+                           "linear_1pct": None, "finetune_1pct": None}
+    return {**summary, "result": result}
+
+
+def table_protocol(runs: list[dict | None]) -> list[dict | None]:
+    """A table's runs, all in one protocol: where any was read out with the whitened probes and not again, every run
+    is seen as that protocol saw it (`as_whitened`), so that no column holds two kinds of probe."""
+    if any(r is not None and whitened(r["result"]) for r in runs):
+        return [as_whitened(r) for r in runs]
+    return runs
 
 
 def readout_name(metric: str, old: bool) -> str:
