@@ -32,6 +32,13 @@ def layer_of(name: str, depth: int) -> int:
     return depth + 1 if name.startswith("norm.") else 0
 
 
+def batch_and_steps(n: int, recipe: dict = FINETUNE) -> tuple[int, int]:
+    """The recipe's batch size on n labelled images, and its optimizer steps per epoch (the recipe is fixed in
+    epochs: 60 labels give 1 step an epoch)."""
+    batch = min(recipe["batch_size"], n)
+    return batch, n // batch
+
+
 def finetune_accuracy(encoder: ViT, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
                       test_labels: torch.Tensor, norm: dict, recipe: dict = FINETUNE, seed: int = 0,
                       device: torch.device | str | None = None, batch_size: int = 512) -> float:
@@ -59,8 +66,7 @@ def finetune_accuracy(encoder: ViT, images: torch.Tensor, labels: torch.Tensor, 
     opt = torch.optim.AdamW(groups, lr=recipe["lr"])
     mean, std = torch.as_tensor(norm["mean"]).to(device), torch.as_tensor(norm["std"]).to(device)
     size, n = model.img_size[0], len(images)
-    batch = min(recipe["batch_size"], n)
-    per_epoch = n // batch
+    batch, per_epoch = batch_and_steps(n, recipe)
     total, warmup = recipe["epochs"] * per_epoch, recipe["warmup_epochs"] * per_epoch
     step = 0
     for _ in range(recipe["epochs"]):

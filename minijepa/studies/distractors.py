@@ -13,12 +13,12 @@ from typing import NamedTuple
 
 from ..distractors import Distractor, corrupt_images
 from ..evaluate import METRICS, corrupted_splits, eval_splits, extract_features, pixel_features
-from ..finetune import FINETUNE
+from ..finetune import FINETUNE, batch_and_steps
 from ..probes import knn_accuracy, pca_whitener
 from ..plots import plot_dial
 from ..train import PRESETS, build_model, load_run
 from .runs import Plan, folders, load_records, record_path, seed_list, train_and_evaluate, write_record, write_table
-from .tables import Gap, cells, judge_gap, mean_sd, pm, readout_name, whitened
+from .tables import Gap, cells, judge_gap, mean_sd, one_protocol, pm, readout_name, whitened
 
 DIAL = {"noise": (0.1, 0.2, 0.4), "clutter": (0.25, 0.5, 1.0)}  # strengths of each kind (0: no distractor)
 DIAL_METRICS = METRICS + ("finetune_1pct",)  # the read-outs a dial row keeps (fine-tuning: None where not run)
@@ -66,8 +66,7 @@ def dial_rows(summaries: list[dict]) -> list[dict]:
     current probes, the runs still read out with the whitened ones are left out (`dial_left_out` names them), so that
     no row averages the two protocols and no difference sets one against the other (as `tables.one_protocol`)."""
     rows = []
-    current = [s for s in summaries if not whitened(s["result"])]
-    for summary in current or summaries:
+    for summary in (s for s in one_protocol(summaries) if s is not None):
         result, cfg = summary["result"], summary["result"]["config"]
         d = Distractor.parse(cfg.get("distractor", "none"))
         for key in ("ijepa", "random_init", "raw_pixels"):
@@ -87,11 +86,9 @@ def dial_rows(summaries: list[dict]) -> list[dict]:
 def dial_left_out(summaries: list[dict]) -> list[str]:
     """The runs `dial_rows` leaves out: those still read out with the whitened probes, where others have been read
     out again with the current ones (e.g. "noise 0.2, pixel targets, seed 1")."""
-    if all(whitened(s["result"]) for s in summaries):
-        return []
     names = []
-    for s in summaries:
-        if whitened(s["result"]):
+    for s, kept in zip(summaries, one_protocol(summaries)):
+        if kept is None:
             cfg = s["result"]["config"]
             d = Distractor.parse(cfg.get("distractor", "none"))
             names.append(f"{'none' if d is None else f'{d.kind} {d.strength:g}'}, {ENCODERS[cfg['target']]}, "
@@ -129,7 +126,7 @@ def dial_table(rows: list[dict], left_out: list[str] = ()) -> str:
             seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
             lines.append(f"| {spec} | {label} | {seeds} | " + " | ".join(values + collapse) + " |")
     if not old:
-        steps = FINETUNE["epochs"] * (n1 // min(FINETUNE["batch_size"], n1)) if isinstance(n1, int) else "?"
+        steps = FINETUNE["epochs"] * batch_and_steps(n1)[1] if isinstance(n1, int) else "?"
         lines += ["", f"Fine-tuned 1 %: {n1} labels give the fixed recipe (`finetune.FINETUNE`, {FINETUNE['epochs']} "
                       f"epochs of batch {FINETUNE['batch_size']}) {steps} optimizer steps."]
     if left_out:

@@ -13,8 +13,8 @@ from ..results import markdown_tables
 from .compare import plain_fashion_runs
 from .distractors import dial_run
 from .runs import Plan, folders, record_path, seed_list, slug, train_and_evaluate, write_table
-from .tables import (as_encoder, as_whitened, columns, contrast_table, headers, representative, summary_row,
-                     table_protocol, whitened, whitened_note)
+from .tables import (as_encoder, columns, contrast_table, headers, representative, summary_row, table_protocol,
+                     whitened_note)
 
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
 COLLAPSE_PRONE = {  # demo settings that collapsed I-JEPA without a regulariser on both seeds, and distractors
@@ -135,9 +135,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
             pixels = []
         with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
                     for s in seeds]
-        if any(r is not None and whitened(r["result"]) for r in [*sweep.values(), *with_reg]):
-            # this table is in the whitened protocol while any of its runs is (`table_protocol`)
-            without, pixels = [as_whitened(r) for r in without], [as_whitened(r) for r in pixels]
+        seen = table_protocol([*sweep.values(), *with_reg, *without, *pixels])[len(sweep) + len(with_reg):]
+        without, pixels = seen[:len(without)], seen[len(without):]  # one protocol for the whole table
         lines += [summary_row(f"{setting}, no regulariser", without),
                   summary_row(f"{setting}, {top_label}", with_reg, seeds=len(seeds))]
         if pixels:
