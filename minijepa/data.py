@@ -111,7 +111,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if split not in splits:
         raise ValueError(f"{name} has the splits {splits}, not {split!r}")
     root = Path(root).expanduser() if root is not None else default_root()
-    if name == "embedded":  # a subset of Fashion-MNIST shipped with the repo: always offline
+    if name == "embedded":  # a subset of Fashion-MNIST committed with the repo: always offline
         return read_fashion(EMBEDDED / "fashion-mnist-mini", split, "embedded",
                             "It ships with the repository: restore it with `git checkout -- data/fashion-mnist-mini`.")
     if name == "fashion-mnist":

@@ -6,7 +6,7 @@ be predicted from the context; a pixel target must spend capacity on it, a laten
 no such detail, so this module adds it, under control, with one strength knob per kind:
 
     noise:S    i.i.d. Gaussian pixel noise, std S on the [0, 1] pixel scale, fresh for every image and step
-    clutter:S  the garment composited over a random crop of one of the shipped photos (data/photos/), stretched to
+    clutter:S  the garment composited over a random crop of one of the photos in data/photos/, stretched to
                the range [0, S]: a class-independent, textured background whose contrast is S
 
 `Distractor.parse("noise:0.3")` reads the spec of `--distractor`; calling the distractor on a batch of [0, 1]
@@ -74,7 +74,7 @@ class Distractor:
 
 @lru_cache(maxsize=2)
 def backgrounds(channels: int, size: int = 128) -> torch.Tensor:
-    """The shipped photos as a background bank: (P, channels, size, size) float in [0, 1]; grey for 1 channel."""
+    """The photos of data/photos/ as a background bank: (P, channels, size, size) float in [0, 1]; grey for 1 channel."""
     photos = torch.stack([to_unit(image) for _, image in load_photos(size)])  # (P, 3, S, S)
     if channels == 1:
         return (photos * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

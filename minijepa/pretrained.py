@@ -1,4 +1,4 @@
-"""Small pretrained models shipped in `data/pretrained/`, for the notebooks: load the checkpoint if present, else train.
+"""Small pretrained models, committed in `data/pretrained/`, for the notebooks: load the checkpoint if present, else train.
 
     python -m minijepa.pretrained make NAME              # train NAME's recipe (below) into runs/pretrained/NAME, export
     python -m minijepa.pretrained export RUN_DIR NAME    # RUN_DIR/checkpoint.pt -> data/pretrained/NAME.pt

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 # The linear probe. lambda multiplies ||W||^2 / 2 next to the *summed* cross-entropy (sklearn's C = 1 / lambda), so
-# one grid fits 100 labels and 60,000 alike. On Fashion-MNIST the cross-validated lambda of the shipped models and
+# one grid fits 100 labels and 60,000 alike. On Fashion-MNIST the cross-validated lambda of the pretrained models and
 # their baselines falls between 1e-7 (random init; smaller ones score the same) and 1e-1 (raw pixels, whose
 # validation accuracy falls again at 1 and 10).
 PROBE = dict(lambda_grid=tuple(10.0 ** e for e in range(-7, 3)), cv_folds=3, cv_folds_low_shot=5, cv_tolerance=1e-3,

@@ -2,7 +2,7 @@
 
 I-JEPA avoids collapse only through its asymmetry (a predictor on one side, a slowly moving EMA target on the other,
 paper §3); at small scale that is not always enough (notebooks 04 and 07, docs/results.md). Later joint-embedding work adds
-an explicit term that keeps the embeddings spread out:
+an explicit term that keeps the embeddings' variance up:
 
     vicreg   (Bardes et al. 2022, used by C-JEPA, Mo & Tong 2024)
              v(Z) = mean_j max(0, 1 - sqrt(Var(z_j) + 1e-4))         every dimension keeps a std of at least 1

@@ -144,13 +144,13 @@ NEAR_COLLAPSE_STD = 0.04    # below this at any logged step, but not at the end:
 
 
 def collapse_state(feat_std: list[float]) -> str:
-    """"collapsed", "near collapse" or "spread out": a run's feature std over its logged steps against
+    """"collapsed", "near collapse" or "clear of collapse": a run's feature std over its logged steps against
     COLLAPSED_STD (at the end) and NEAR_COLLAPSE_STD (at any step)."""
     if not feat_std:
         raise ValueError("no feature std logged: the run has no collapse signals yet")
     if feat_std[-1] < COLLAPSED_STD:
         return "collapsed"
-    return "near collapse" if min(feat_std) < NEAR_COLLAPSE_STD else "spread out"
+    return "near collapse" if min(feat_std) < NEAR_COLLAPSE_STD else "clear of collapse"
 
 
 @torch.no_grad()

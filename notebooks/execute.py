@@ -3,7 +3,8 @@
 The committed outputs come from this (in full mode: MINIJEPA_QUICK unset). What a widget shows is saved as the cell's
 output, as a static page (GitHub) shows it: nbclient's imitation of the Output widget is switched off, because it
 fails in the background on the mask explorer of notebook 02 and then waits forever. No widget state is saved: it is
-large, and GitHub does not render widgets.
+large, and GitHub does not render widgets; where a static page would print the widget's Python repr
+(`VBox(children=...`), the saved output says how to use it instead (WIDGET_TEXT).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import nbformat
 from nbclient import NotebookClient
 
 CELL_TIMEOUT_S = 3600  # the longest cell (notebook 09's training) takes about 20 CPU minutes
+WIDGET = "application/vnd.jupyter.widget-view+json"
+WIDGET_TEXT = "(an interactive widget: run this cell in JupyterLab to use it; the figure above is its first view)"
 
 
 def execute(path: Path) -> None:
@@ -23,6 +26,10 @@ def execute(path: Path) -> None:
                             resources={"metadata": {"path": str(path.parent)}})
     client.widget_registry = {}  # no Output-widget imitation: what a widget prints stays in its cell's outputs
     client.execute()
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if WIDGET in output.get("data", {}):
+                output["data"]["text/plain"] = WIDGET_TEXT
     nbformat.write(nb, path)
 
 

@@ -35,3 +35,13 @@ def test_every_notebook_keeps_to_the_budget_and_the_readme_quotes_the_count():
     for name, n in counts.items():
         assert f"| {name} | {n:,} |" in readme, f"notebooks/README.md: update the word count of {name} " \
                                                 f"(python notebooks/markdown_words.py)"
+
+
+def test_every_notebook_is_titled_with_its_own_number_and_listed_in_the_readme():
+    """A renumbered notebook keeps its title and the course's table of contents in step with its file name."""
+    readme = (SCRIPT.parent / "README.md").read_text()
+    for nb in sorted(SCRIPT.parent.glob("*.ipynb")):
+        number = nb.stem.split("_")[0]
+        title = "".join(json.loads(nb.read_text())["cells"][0]["source"]).splitlines()[0]
+        assert title.startswith(f"# {number} · "), f"{nb.name}: its title {title!r} should start with '# {number} · '"
+        assert f"`{nb.name}`" in readme, f"notebooks/README.md does not list {nb.name}"

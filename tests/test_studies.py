@@ -11,6 +11,7 @@ import pytest
 from minijepa import studies
 from minijepa.evaluate import METRICS
 from minijepa.plots import plot_dial
+from minijepa.results import markdown_tables
 from minijepa.studies import ablations, compare, distractors, regularisers, runs, tables
 from minijepa.studies.__main__ import main
 
@@ -119,47 +120,80 @@ def test_finished_runs_leave_records_that_replace_them(tmp_path, monkeypatch):
     assert compare.study(out, "p", [0], record=record) == first
 
 
-def test_ablation_rows_follow_the_variants(tmp_path, monkeypatch):
+def test_ablation_tables_follow_the_variants_and_judge_each_knob_against_the_baseline(tmp_path, monkeypatch):
+    """A table per seed (the baseline is the distractor study's clean run, which reads out random init and raw
+    pixels), the knobs not run with a seed named under its table, and each knob against the baseline seed by seed."""
     monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
-    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
-    fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
-    fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
-    table = ablations.study(tmp_path).splitlines()
-    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init (same ViT)", "| raw pixels",
-                                                          "| baseline (demo preset)", "| lr 3e-4"]
-    assert table[5].startswith("| lr 3e-4 | 85.0 | 85.0 | 85.0 | 85.0 | 0.0") and table[5].endswith("| 0.125 | 5.0 | 100 |")
+    monkeypatch.setattr(ablations, "ABLATIONS", {ablations.BASELINE: {}, "lr 3e-4": {"lr": "3e-4"},
+                                                 "EMA 0.999 -> 1": {"momentum": "0.999"}})
+    for s, (base, lr) in enumerate(((0.60, 0.70), (0.62, 0.74))):
+        fake_run(tmp_path / "runs" / "distractors" / f"demo-latent-none-seed{s}", base, 0.50, 100.0, 500.0)
+        fake_run(tmp_path / "runs" / ablations.seed_folder(s) / "lr-3e-4", lr, None, 100.0, 500.0)
+    fake_run(tmp_path / "runs" / "ablations" / "ema-0.999-1", 0.50, None, 100.0, 500.0)  # seed 0 only
+    main(["ablations", "--table-only", "--out", str(tmp_path / "runs"), "--record", "none"])
+    text = (tmp_path / "runs" / "ablations.md").read_text()
+    found = {t["title"]: t for t in markdown_tables(tmp_path / "runs" / "ablations.md")}
+    assert list(found["variant, seed 0"]["rows"]) == ["random init (same ViT)", "raw pixels", ablations.BASELINE,
+                                                       "lr 3e-4", "EMA 0.999 -> 1"]
+    assert found["variant, seed 0"]["rows"]["lr 3e-4"]["kNN"] == "70.0"
+    assert found["variant, seed 0"]["rows"]["lr 3e-4"]["feature std"] == "0.125"
+    assert list(found["variant, seed 1"]["rows"]) == ["random init (same ViT)", "raw pixels", ablations.BASELINE,
+                                                       "lr 3e-4"]
+    assert "Not run with seed 1: EMA 0.999 -> 1." in text and "Not run with seed 0" not in text
+    gaps = studies.read_differences(text)
+    assert [g.side for g in gaps["demo preset", "baseline", "random init"]] == ["ahead", "ahead"]
+    assert [(g.gap, g.side) for g in gaps["lr 3e-4", "lr 3e-4", "baseline"]] == [(11.0, "ahead"), (11.0, "ahead")]
+    assert [g.side for g in gaps["EMA 0.999 -> 1", "EMA 0.999 -> 1", "baseline"]] == ["one seed", "one seed"]
 
 
-def test_table_only_lists_unfinished_variants_without_running_them(tmp_path, monkeypatch):
+def test_table_only_trains_nothing_and_a_study_without_runs_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"--table-only started a run: {cmd}"))
-    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"}})
-    fake_run(tmp_path / "lr-3e-4", 0.85, None, 100.0, 500.0)
-    table = ablations.study(tmp_path, studies.Plan(table_only=True)).splitlines()
-    assert table[2:4] == ["| random init (same ViT) | not run yet |", "| baseline (demo preset) | not run yet |"]
-    assert table[4].startswith("| lr 3e-4 | 85.0")
+    monkeypatch.setattr(ablations, "ABLATIONS", {ablations.BASELINE: {}, "lr 3e-4": {"lr": "3e-4"}})
+    fake_run(tmp_path / "ablations" / "lr-3e-4", 0.85, None, 100.0, 500.0)
+    table = ablations.seed_table(0, ablations.study(tmp_path, None, 0, studies.Plan(table_only=True))).splitlines()
+    assert table[2].startswith("| lr 3e-4 | 85.0") and table[-1] == "Not run with seed 0: baseline (demo preset)."
 
 
 def test_only_trains_the_named_variants_with_the_study_seed_and_rejects_unknown_ones(tmp_path, monkeypatch):
     started = []
 
     def fake_subprocess(cmd: list[str]) -> None:  # train, then evaluate, which leaves a finished run behind
-        started.append(cmd[2])
+        started.append(cmd[2:4])
         if cmd[2] == "minijepa.train":
             assert "--momentum=0.999" in cmd and "--seed=1" in cmd  # the row's knob, and the study's seed
         if cmd[2] == "minijepa.evaluate":
             fake_run(Path(cmd[3]), 0.9, None, 100.0, 500.0)
 
     monkeypatch.setattr(runs, "run", fake_subprocess)
-    monkeypatch.setattr(ablations, "ABLATIONS", {"baseline (demo preset)": {}, "lr 3e-4": {"lr": "3e-4"},
-                                             "EMA 0.999 -> 1": {"momentum": "0.999"}})
-    fake_run(tmp_path / "baseline-demo-preset", 0.80, 0.70, 100.0, 500.0)
-    table = ablations.study(tmp_path, studies.Plan(only={"ema-0.999-1"}), seed=1).splitlines()
-    assert started == ["minijepa.train", "minijepa.evaluate"]  # one run: not the baseline (done), not lr (unlisted)
-    assert table[5] == "| lr 3e-4 | not run yet |" and table[6].startswith("| EMA 0.999 -> 1 | 90.0")
+    monkeypatch.setattr(ablations, "ABLATIONS", {ablations.BASELINE: {}, "lr 3e-4": {"lr": "3e-4"},
+                                                 "EMA 0.999 -> 1": {"momentum": "0.999"}})
+    runs_ = ablations.study(tmp_path, None, 1, studies.Plan(only={"ema-0.999-1"}))
+    assert [c[0] for c in started] == ["minijepa.train", "minijepa.evaluate"]  # not the baseline, not lr (unlisted)
+    assert started[0][1] == "--preset" and (tmp_path / "ablations-seed1" / "ema-0.999-1" / "eval.json").exists()
+    assert runs_["lr 3e-4"] is None and runs_["EMA 0.999 -> 1"]["result"]["ijepa"]["knn"] == 0.9
     with pytest.raises(ValueError, match="unknown ablation"):
-        ablations.study(tmp_path, studies.Plan(only={"ema-0.99"}))
+        ablations.study(tmp_path, None, 0, studies.Plan(only={"ema-0.99"}))
     with pytest.raises(SystemExit, match="error: unknown ablation.*choose from"):
         main(["ablations", "--out", str(tmp_path), "--only", "ema-0.99", "--record", "none"])  # before training
+
+
+def test_the_ablation_baseline_is_the_distractor_studys_clean_run(tmp_path, monkeypatch):
+    """One configuration, trained once: the baseline row trains (if missing) exactly the dial's run without a
+    distractor, with the baselines read out."""
+    started = []
+
+    def fake_subprocess(cmd: list[str]) -> None:
+        started.append(cmd)
+        if cmd[2] == "minijepa.evaluate":
+            fake_run(Path(cmd[3]), 0.9, 0.5, 100.0, 500.0, config={"target": "latent", "distractor": "none", "seed": 1})
+
+    monkeypatch.setattr(runs, "run", fake_subprocess)
+    ablations.ablation(tmp_path, None, ablations.BASELINE, 1, studies.Plan())
+    distractors.study(tmp_path / "dial", seeds=[1], kinds=(), plan=studies.Plan(only={"demo-latent-none-seed1"}))
+    (ours, ours_eval), (theirs, theirs_eval) = started[:2], started[2:]
+    assert ours[ours.index("--out") + 1] == str(tmp_path / "distractors" / "demo-latent-none-seed1")
+    assert sorted(ours[ours.index("--out") + 2:]) == sorted(theirs[theirs.index("--out") + 2:])
+    assert "--no-baseline" not in ours_eval
 
 
 def test_compare_with_another_schedule_length_trains_in_its_own_folder(tmp_path, monkeypatch):
@@ -276,17 +310,18 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
                      500.0)
     table = regularisers.study(tmp_path / "regularisers")
     assert "| fashion-cpu | kNN | sigreg 0.1 − pixel targets | -10.0, -10.0 |" in table  # paired by seed
-    assert "| lr 2e-3 | 10 / class | sigreg 0.1 − no regulariser | +0.0 | +0.0 |" in table  # seed 0 only
+    assert "| lr 2e-3 | 10 / class | sigreg 0.1 − no regulariser | +0.0, +0.0 | +0.0 |" in table  # the ablations
     assert started[:8] == ["demo-latent-none-seed0", "demo-pixels-none-seed0", "demo-vicreg-0.01-seed0",
                            "demo-vicreg-0.1-seed0", "demo-vicreg-1-seed0", "demo-sigreg-0.01-seed0",
                            "demo-sigreg-0.1-seed0", "demo-sigreg-1-seed0"]
     assert started[8:10] == ["demo-sigreg-0.1-patch-seed0", "demo-sigreg-0.1-noema-seed0"]  # the better one
     assert "fashion-cpu-vicreg-1-seed1" in started and "fashion-cpu-sigreg-0.1-seed0" in started
-    assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "demo-predictor-depth-2-none-seed0" in started
+    assert "demo-predictor-depth-2-sigreg-0.1-seed1" in started and "predictor-depth-2" in started
+    assert (tmp_path / "ablations-seed1" / "predictor-depth-2").is_dir()  # without it: the ablation study's run
     assert (tmp_path / "distractors" / "demo-latent-none-seed0").is_dir()  # shared with the distractor study
     (tmp_path / "regularisers.md").write_text(table)
     groups = studies.regulariser_groups(tmp_path / "regularisers.md")  # what notebook 11 draws, by setting
-    assert list(groups) == ["fashion-cpu", *regularisers.COLLAPSE_PRONE]
+    assert list(groups) == ["fashion-cpu", *regularisers.COLLAPSE_SETTINGS]
     assert list(groups["fashion-cpu"]) == ["no regulariser", "pixel targets", "vicreg 1", "sigreg 0.1"]
     assert list(groups["noise 0.2"]) == ["no regulariser", "sigreg 0.1", "pixel targets"]
     assert groups["lr 2e-3"]["sigreg 0.1"]["kNN"] == "50.0 ± 0.0"
@@ -339,19 +374,20 @@ def test_dial_differences_call_a_gap_only_beyond_the_seed_spread_and_the_test_no
     assert "latent ahead" not in noisy["noise 0.4"]
 
 
-def test_collapse_prone_runs_pair_each_setting_with_and_without_the_regulariser(tmp_path):
-    for folder, name in [("regularisers", "demo-predictor-depth-2-none-seed0"),
+def test_collapse_setting_runs_pair_each_setting_with_and_without_the_regulariser(tmp_path):
+    for folder, name in [("ablations", "predictor-depth-2"),
+                         ("ablations-seed1", "predictor-depth-2"),  # another seed: not this one's
                          ("regularisers", "demo-predictor-depth-2-sigreg-0.1-seed0"),
                          ("regularisers", "demo-predictor-depth-2-sigreg-0.1-seed1"),  # another seed: not this one's
-                         ("regularisers", "demo-sigreg-0.1-seed0"),  # the sweep: no collapse-prone setting
+                         ("regularisers", "demo-sigreg-0.1-seed0"),  # the sweep: no collapse setting
                          ("distractors", "demo-latent-noise0.2-seed0"),
                          ("distractors", "demo-pixels-noise0.2-seed0")]:
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / f"{name}.json").write_text(json.dumps({"name": name}))
-    found = studies.collapse_prone_runs(tmp_path)
-    assert list(found) == list(regularisers.COLLAPSE_PRONE)
+    found = studies.collapse_setting_runs(tmp_path)
+    assert list(found) == list(regularisers.COLLAPSE_SETTINGS)
     assert {k: v["name"] for k, v in found["predictor depth 2"].items()} == {
-        "no regulariser": "demo-predictor-depth-2-none-seed0", "sigreg 0.1": "demo-predictor-depth-2-sigreg-0.1-seed0"}
+        "no regulariser": "predictor-depth-2", "sigreg 0.1": "demo-predictor-depth-2-sigreg-0.1-seed0"}
     assert {k: v["name"] for k, v in found["noise 0.2"].items()} == {"no regulariser": "demo-latent-noise0.2-seed0"}
     assert found["batch size 64"] == {}
 
@@ -424,6 +460,7 @@ def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monke
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"
 TABLES = {  # each committed table -> the command that writes it, training nothing
+    "ablations": ["ablations", "--table-only"],
     "compare": ["compare", "--table-only"],
     "compare-smooth_l1": ["compare", "--loss", "smooth_l1", "--table-only"],
     "distractors": ["distractors", "--table-only"],

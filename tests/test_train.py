@@ -181,22 +181,35 @@ def test_ddp_two_cpu_processes(tmp_path):
 def test_collapse_state_names_the_end_and_the_lowest_point_of_a_run():
     from minijepa.train import COLLAPSED_STD, NEAR_COLLAPSE_STD, collapse_state
     assert collapse_state([0.06, 0.03, 0.01]) == "collapsed"
-    assert collapse_state([0.06, 0.038, 0.19]) == "near collapse"  # dipped, then spread out again
-    assert collapse_state([0.06, 0.05, 0.3]) == "spread out"
+    assert collapse_state([0.06, 0.038, 0.19]) == "near collapse"  # dipped, then recovered
+    assert collapse_state([0.06, 0.05, 0.3]) == "clear of collapse"
     assert COLLAPSED_STD < NEAR_COLLAPSE_STD
     with pytest.raises(ValueError, match="no feature std"):
         collapse_state([])
 
 
-def test_the_studies_collapsed_runs_end_below_their_random_init_on_knn():
-    # the claim behind COLLAPSED_STD, on the committed results of the studies (docs/studies/*/*.json)
+def test_the_studies_collapsed_runs_end_at_or_below_their_random_init_on_knn():
+    # what COLLAPSED_STD means for a read-out, on the committed results of the studies (docs/studies/*/*.json): a
+    # collapsed run read out with its own baselines ends below its random init on kNN (results.md, section 3); a
+    # collapsed ablation, read out without them, is held against the random init of the run whose encoder started
+    # from the same weights (build_model seeds the encoder first: same seed, data and encoder options) on the same
+    # images, and ends below it or at most a few points above (results.md, section 2: most, not all, below)
     import json
     from pathlib import Path
 
     from minijepa.train import collapse_state
+    same_start = ("data", "img_size", "patch_size", "dim", "depth", "heads", "embed_init", "seed", "distractor")
     records = [json.loads(p.read_text()) for p in (Path(__file__).parent.parent / "docs" / "studies").glob("*/*.json")]
-    collapsed = [r for r in records if collapse_state(r["trace"]["feat_std"]) == "collapsed"
-                 and "random_init" in r["result"]]
-    assert collapsed, "no collapsed run with a random-init read-out among the committed results"
-    for r in collapsed:
+    start = {tuple(r["result"]["config"].get(k, "none") for k in same_start): r["result"]["random_init"]["knn"]
+             for r in records if "random_init" in r["result"]}
+    collapsed = [r for r in records if collapse_state(r["trace"]["feat_std"]) == "collapsed"]
+    own = [r for r in collapsed if "random_init" in r["result"]]
+    assert len(own) >= 5, "too few collapsed runs with their own random-init read-out among the committed results"
+    for r in own:
         assert r["result"]["ijepa"]["knn"] < r["result"]["random_init"]["knn"], r["result"]["run"]
+    others = [(r, start.get(tuple(r["result"]["config"].get(k, "none") for k in same_start))) for r in collapsed
+              if "random_init" not in r["result"]]
+    others = [(r, knn) for r, knn in others if knn is not None]
+    assert len(others) >= 5
+    assert all(r["result"]["ijepa"]["knn"] < knn + 0.05 for r, knn in others)
+    assert sum(r["result"]["ijepa"]["knn"] < knn for r, knn in others) > len(others) / 2

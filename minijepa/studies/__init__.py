@@ -12,8 +12,8 @@
                   and photo clutter at three strengths each, and none, over seeds, on the `demo` preset; draws the
                   dial figure (distractors.png)
     regularisers  VICReg and SIGReg against collapse (minijepa/regularisers.py): a weight sweep on `demo`, the best
-                  weights on `fashion-cpu`, and the settings where I-JEPA collapsed, with and without, judged against
-                  pixel targets
+                  weights on `fashion-cpu`, and the settings where I-JEPA (nearly) collapsed, with and without,
+                  judged against pixel targets
 
 Every run is a plain `python -m minijepa.train ...` followed by `python -m minijepa.evaluate ...` in a subprocess,
 and the command lines are printed, so any row can be reproduced by hand. Each finished run leaves a small record
@@ -30,11 +30,11 @@ a gap between two rows (`judge_gap`: only beyond the spread); __main__.py is the
 """
 from .distractors import (diagnose, diagnose_records, diagnosis_table, dial_contrasts, dial_differences, dial_gaps,
                           dial_left_out, dial_rows, dial_run, dial_table)
-from .regularisers import collapse_prone_runs, regulariser_groups
+from .regularisers import collapse_setting_runs, regulariser_groups
 from .runs import Plan, load_records, train_and_evaluate
 from .tables import Gap, contrast_table, judge_gap, mean_sd, pm, read_differences, readout_gaps, sentence, summary_row
 
-__all__ = ["Gap", "Plan", "collapse_prone_runs", "contrast_table", "diagnose", "diagnose_records",
+__all__ = ["Gap", "Plan", "collapse_setting_runs", "contrast_table", "diagnose", "diagnose_records",
            "diagnosis_table", "dial_contrasts", "dial_gaps", "dial_left_out", "dial_rows", "dial_run", "dial_table", "dial_differences", "judge_gap", "load_records",
            "mean_sd", "pm", "read_differences", "readout_gaps", "regulariser_groups", "sentence", "summary_row",
            "train_and_evaluate"]

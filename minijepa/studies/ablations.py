@@ -2,18 +2,21 @@
 
 The `demo` preset (embedded Fashion-MNIST subset) with one knob changed per row: target normalisation, EMA momentum,
 learning rate down and up, predictor depth and width, crop scale, batch size, schedule length, patch-embedding init.
-`--seed N`: the same rows with another seed; `--only SLUG,...`: train just those rows."""
+`--seed N`: the same rows with another seed; `--only SLUG,...`: train just those rows. The table file holds a table
+per seed and each knob against the baseline, seed by seed (beyond the seed spread or not)."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
-from ..evaluate import METRICS
-from .runs import Plan, folders, record_path, slug, train_and_evaluate, write_table
-from .tables import headers
+from .distractors import dial_run
+from .runs import Plan, record_path, slug, train_and_evaluate, write_table
+from .tables import as_encoder, cells, columns, contrast_table, headers, representative, table_protocol
 
+BASELINE = "baseline (demo preset)"
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
-    "baseline (demo preset)": {},
+    BASELINE: {},
     "no target layer norm": {"target_norm": "false"},
     "EMA 0.999 -> 1": {"momentum": "0.999"},
     "lr 3e-4": {"lr": "3e-4", "start_lr": "6e-5"},
@@ -25,39 +28,70 @@ ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of
     "1000 steps": {"steps": "1000", "warmup_steps": "100"},
     "xavier patch-embedding init": {"embed_init": "xavier"},
 }
+JUDGED = ("knn", "linear_10_per_class")  # what each knob is judged on, as in the dial (1 % is 60 labels here)
 
 
-def baseline_rows(result: dict, blanks: int) -> list[str]:
-    """Table rows of the baselines (random init, raw pixels) stored in one run's result."""
-    names = (("random init (same ViT)", "random_init"), ("raw pixels", "raw_pixels"))
-    return [f"| {label} | " + " | ".join(f"{100 * result[key][m]:.1f}" for m in METRICS) + " |" + " |" * blanks
-            for label, key in names if key in result]
+def seed_folder(seed: int) -> str:
+    """Where one seed's ablation runs and records go, under --out and --record: ablations/ for seed 0,
+    ablations-seedN/ for another."""
+    return "ablations" if seed == 0 else f"ablations-seed{seed}"
 
 
-def study(out: Path, plan: Plan | None = None, seed: int = 0, record: Path | None = None) -> str:
-    """Train and evaluate every ablation that `plan` allows (the table lists every finished run), all with the
-    given seed."""
-    plan = plan or Plan()
-    slugs = {name: slug(name) for name in ABLATIONS}
-    plan.check_only(list(slugs.values()), "ablation")
-    rows, first = [], None
-    for i, (name, overrides) in enumerate(ABLATIONS.items()):
-        s = train_and_evaluate(out / slugs[name], "demo", {**overrides, "seed": str(seed)}, baseline=i == 0,
-                               table_only=not plan.may_train(slugs[name]), record=record_path(record, slugs[name]))
-        if s is None:
-            rows.append(f"| {name} | not run yet |")
-            continue
-        first = first or s
-        r = s["result"]["ijepa"]
-        rows.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" for m in METRICS) +
-                    f" | {s['loss']:.4f} | {s['feat_std']:.3f} | {s['erank']:.1f} | {s['img_per_s']:.0f} |")
-    if rows[0].endswith("not run yet |"):
-        base = ["| random init (same ViT) | not run yet |"]
+def ablation(out: Path, record: Path | None, name: str, seed: int, plan: Plan) -> dict | None:
+    """One knob's run with one seed (trained if `plan` allows and it is missing); out and record are the study
+    roots (--out, --record). The baseline is the distractor study's run without a distractor, the same
+    configuration: trained once, read out with the baselines (random init, raw pixels) there."""
+    if name == BASELINE:
+        folder, run, overrides = "distractors", dial_run("demo", "latent", "none", seed), {"target": "latent"}
     else:
-        base = baseline_rows(first["result"], 4)
-    cols = headers(first["result"]) if first else headers({"ijepa": {}})
-    return "\n".join([f"| variant | {' | '.join(cols)} | final loss | feature std | eff. rank | img/s |",
-                      "|---|---|---|---|---|---|---|---|---|", *base, *rows])
+        folder, run, overrides = seed_folder(seed), slug(name), ABLATIONS[name]
+    flags = {**overrides, "seed": str(seed), **({"distractor": "none"} if name == BASELINE else {})}  # as the dial
+    return train_and_evaluate(out / folder / run, "demo", flags, baseline=name == BASELINE,
+                              table_only=not plan.may_train(slug(name)),
+                              record=record_path(None if record is None else record / folder, run))
+
+
+def study(out: Path, record: Path | None = None, seed: int = 0, plan: Plan | None = None) -> dict[str, dict | None]:
+    """Train and evaluate every ablation that `plan` allows, all with `seed`: {name: summary, None if not run}."""
+    plan = plan or Plan()
+    plan.check_only([slug(name) for name in ABLATIONS], "ablation")
+    return {name: ablation(out, record, name, seed, plan) for name in ABLATIONS}
+
+
+def seed_table(seed: int, runs: dict[str, dict | None]) -> str:
+    """One seed's runs ({name: summary}), a row each, in one protocol (`table_protocol`), below the baselines that
+    the baseline run read out; the knobs not run with this seed are named under the table."""
+    seen = dict(zip(runs, table_protocol(list(runs.values()))))
+    result = representative(list(seen.values()))
+    metrics = columns(result)
+    names = headers(result)
+    lines = [f"| variant, seed {seed} | {' | '.join(names)} | final loss | feature std | eff. rank |",
+             "|---" * (len(names) + 4) + "|"]
+    base = seen[BASELINE]
+    if base is not None:
+        lines += [f"| {label} | " + " | ".join(cells([base["result"][key]], metrics)) + " | | | |"
+                  for label, key in (("random init (same ViT)", "random_init"), ("raw pixels", "raw_pixels"))]
+    lines += [f"| {name} | " + " | ".join(cells([s["result"]["ijepa"]], metrics)) +
+              f" | {s['loss']:.4f} | {s['feat_std']:.3f} | {s['erank']:.1f} |" for name, s in seen.items() if s]
+    missing = [name for name, s in seen.items() if s is None]
+    return "\n".join(lines + (["", f"Not run with seed {seed}: {', '.join(missing)}."] if missing else []))
+
+
+def differences(by_seed: dict[int, dict[str, dict | None]]) -> str:
+    """The baseline against its random initialisation, and each knob against the baseline, seed by seed
+    (`contrast_table`: beyond the seed spread on every seed, or not)."""
+    seeds = sorted(by_seed)
+    base = [by_seed[s][BASELINE] for s in seeds]
+    contrasts = [("demo preset", "baseline", base, "random init", as_encoder(base, "random_init"))]
+    contrasts += [(name, name, [by_seed[s][name] for s in seeds], "baseline", base) for name in ABLATIONS
+                  if name != BASELINE]
+    return contrast_table(contrasts, seeds, "variant", JUDGED)
+
+
+def seeds_run(root: Path) -> list[int]:
+    """The seeds with a folder of ablation runs or records under `root` (seed 0 always)."""
+    found = (re.fullmatch(r"ablations-seed(\d+)", p.name) for p in root.glob("ablations-seed*"))
+    return sorted({0} | {int(m.group(1)) for m in found if m})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,9 +101,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace, plan: Plan) -> None:
-    """`python -m minijepa.studies ablations`: writes RECORD/ablations.md (ablations-seedN.md)."""
-    name = "ablations" if args.seed == 0 else f"ablations-seed{args.seed}"
-    out, record = folders(args, name)
-    table = study(out, plan, args.seed, record)
-    if plan.listing is None:
-        write_table(args, name, table)
+    """`python -m minijepa.studies ablations`: trains the rows of --seed, then writes RECORD/ablations.md with every
+    seed run so far (a table each, then the differences)."""
+    out, record = args.out, args.record
+    trained = study(out, record, args.seed, plan)
+    if plan.listing is not None:
+        return
+    seeds = sorted(set(seeds_run(out if record is None else record)) | {args.seed})
+    by_seed = {s: trained if s == args.seed else study(out, record, s, Plan(table_only=True)) for s in seeds}
+    parts = [seed_table(s, runs) for s, runs in by_seed.items()]
+    parts.append("Each knob against the baseline, seed by seed where both rows have the seed (judged on kNN and "
+                 "the 10-per-class probe):\n\n" + differences(by_seed))
+    write_table(args, "ablations", "\n\n".join(parts))

@@ -1,7 +1,8 @@
 """The regulariser study: VICReg and SIGReg against collapse.
 
 The regularisers of minijepa/regularisers.py: a weight sweep on `demo`, the best weights on `fashion-cpu`, and the
-settings where I-JEPA collapsed, with and without, judged against pixel targets and I-JEPA without a regulariser."""
+settings where I-JEPA (nearly) collapsed, with and without, judged against pixel targets and I-JEPA without a
+regulariser."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..results import markdown_tables
+from .ablations import ABLATIONS, ablation, seed_folder
 from .compare import plain_fashion_runs
 from .distractors import dial_run
 from .runs import Plan, folders, record_path, seed_list, slug, train_and_evaluate, write_table
@@ -17,14 +19,12 @@ from .tables import (as_encoder, columns, contrast_table, headers, representativ
                      whitened_note)
 
 REG_WEIGHTS = (0.01, 0.1, 1.0)  # the sweep, for each regulariser
-COLLAPSE_PRONE = {  # demo settings that collapsed I-JEPA without a regulariser on both seeds, and distractors
-    "predictor depth 2": {"predictor_depth": "2"},
-    "batch size 64": {"batch_size": "64"},
-    "lr 2e-3": {"lr": "2e-3", "start_lr": "4e-4"},
+COLLAPSE_SETTINGS = {  # demo settings where I-JEPA without a regulariser (nearly) collapsed on both seeds
+    **{name: ABLATIONS[name] for name in ("predictor depth 2", "batch size 64", "lr 2e-3")},
     "noise 0.2": {"distractor": "noise:0.2"},
     "clutter 1.0": {"distractor": "clutter:1"},
 }
-REG_TABLES = ("regulariser study, fashion-cpu", "where I-JEPA collapsed, demo")  # the titles of stages 2 and 3
+REG_TABLES = ("regulariser study, fashion-cpu", "where I-JEPA (nearly) collapsed, demo")  # the titles of stages 2 and 3
 
 
 def sweep_score(summary: dict) -> float:
@@ -34,7 +34,7 @@ def sweep_score(summary: dict) -> float:
 
 
 def collapse_run(setting: str, reg: str, seed: int) -> str:
-    """The name of a collapse-prone run of the regulariser study: reg is "none" or "<reg>-<weight>", e.g.
+    """The name of a regularised run in one of the COLLAPSE_SETTINGS: reg is "<reg>-<weight>", e.g.
     demo-predictor-depth-2-vicreg-1-seed0."""
     return f"demo-{slug(setting)}-{reg}-seed{seed}"
 
@@ -45,8 +45,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
        `sweep_score`) goes on; the better of the two is also tried per patch, and without the EMA teacher
        (target = the context encoder under stop-gradient: momentum 0);
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
-    3. the collapse-prone settings (COLLAPSE_PRONE) on the demo preset with the better regulariser, over `seeds`,
-       and without it (seed 0; the distractor settings: both seeds, the distractor study's runs);
+    3. the settings where I-JEPA (nearly) collapsed (COLLAPSE_SETTINGS) on the demo preset with the better regulariser, over `seeds`,
+       and without it (the ablation and distractor studies' runs);
     then the outcomes: the regularised rows against pixel targets and I-JEPA without a regulariser (`contrast_table`).
     Plain latent and pixel rows on the demo preset are the distractor study's clean runs (the same configuration),
     trained there if missing. Steps 2-3 wait until the sweep has finished."""
@@ -120,18 +120,18 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
     lines += ["", "**Differences on Fashion-MNIST** (regularised latent targets minus the reference row; seed by seed "
               "where both rows have the seed)", "",
               contrast_table(fashion_contrasts, seeds, "regulariser differences, fashion-cpu", metrics)]
-    # 3 · collapse-prone settings
-    lines += ["", f"**3 · Settings where I-JEPA collapsed** (demo preset; {top} {best[top]:g})", "",
+    # 3 · the settings where I-JEPA (nearly) collapsed
+    lines += ["", f"**3 · Settings where I-JEPA (nearly) collapsed** (demo preset; {top} {best[top]:g})", "",
               cols(REG_TABLES[1], [base["latent"], *sweep.values()])]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
-    for setting, overrides in COLLAPSE_PRONE.items():
+    for setting, overrides in COLLAPSE_SETTINGS.items():
         if "distractor" in overrides:
             spec = overrides["distractor"]
             without = [plain("latent", s, spec) for s in seeds]
             pixels = [plain("pixels", s, spec) for s in seeds]
-        else:
-            without = [go(collapse_run(setting, "none", 0), "demo", {**overrides, "seed": "0"})]
+        else:  # the ablation study's runs of this knob
+            without = [ablation(out.parent, None if record is None else record.parent, setting, s, plan) for s in seeds]
             pixels = []
         with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
                     for s in seeds]
@@ -143,7 +143,7 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
             lines.append(summary_row(f"{setting}, pixel targets", pixels))
             contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
-    lines += ["", "**Differences where I-JEPA collapsed** (regularised latent targets minus the reference row; "
+    lines += ["", "**Differences where I-JEPA (nearly) collapsed** (regularised latent targets minus the reference row; "
               "seed by seed where both rows have the seed)", "",
               contrast_table(contrasts, seeds, "regulariser differences, demo")]
     return "\n".join(lines)
@@ -151,7 +151,7 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
 
 def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
     """The rows of stages 2 and 3 of the regulariser study's table (`study`, saved at `path`), grouped by setting:
-    {"fashion-cpu" or a COLLAPSE_PRONE setting: {variant: {column: cell}}}, variants named as in the outcomes
+    {"fashion-cpu" or a COLLAPSE_SETTINGS setting: {variant: {column: cell}}}, variants named as in the outcomes
     ("no regulariser", "pixel targets", "vicreg 1", ...); the baselines (random init, raw pixels) left out."""
     tables = {t["title"]: t["rows"] for t in markdown_tables(path)}
     groups = {}
@@ -165,17 +165,17 @@ def regulariser_groups(path: str | Path) -> dict[str, dict[str, dict[str, str]]]
     return groups
 
 
-def collapse_prone_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:
-    """The finished runs of the collapse-prone settings (COLLAPSE_PRONE) for one seed, read from the records under
+def collapse_setting_runs(record: str | Path, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """The finished runs of the COLLAPSE_SETTINGS for one seed, read from the records under
     `record` (docs/studies): {setting: {"no regulariser": summary, "<reg> <weight>": summary, ...}}. The plain runs
-    of the distractor settings are the distractor study's."""
+    are the ablation and distractor studies'."""
     record = Path(record)
     out = {}
-    for setting, overrides in COLLAPSE_PRONE.items():
+    for setting, overrides in COLLAPSE_SETTINGS.items():
         if "distractor" in overrides:
             plain = record / "distractors" / f"{dial_run('demo', 'latent', overrides['distractor'], seed)}.json"
         else:
-            plain = record / "regularisers" / f"{collapse_run(setting, 'none', seed)}.json"
+            plain = record / seed_folder(seed) / f"{slug(setting)}.json"
         paths = {"no regulariser": plain}
         for path in sorted((record / "regularisers").glob(f"{collapse_run(setting, '*', seed)}.json")):
             _, reg, weight, _ = path.stem.rsplit("-", 3)  # demo-<setting>-<reg>-<weight>-seed<N>
