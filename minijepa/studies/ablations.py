@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .distractors import dial_run
 from .runs import Plan, record_path, slug, train_and_evaluate, write_table
-from .tables import as_encoder, cells, columns, contrast_table, headers, representative, table_protocol
+from .tables import as_encoder, columns, contrast_table, headers, representative, summary_row, table_protocol
 
 BASELINE = "baseline (demo preset)"
 ABLATIONS: dict[str, dict[str, str]] = {  # name -> train.py overrides on top of `--preset demo`
@@ -67,12 +67,10 @@ def seed_table(seed: int, runs: dict[str, dict | None]) -> str:
     names = headers(result)
     lines = [f"| variant, seed {seed} | {' | '.join(names)} | final loss | feature std | eff. rank |",
              "|---" * (len(names) + 4) + "|"]
-    base = seen[BASELINE]
-    if base is not None:
-        lines += [f"| {label} | " + " | ".join(cells([base["result"][key]], metrics)) + " | | | |"
+    if seen[BASELINE] is not None:
+        lines += [summary_row(label, [seen[BASELINE]], key, metrics=metrics)
                   for label, key in (("random init (same ViT)", "random_init"), ("raw pixels", "raw_pixels"))]
-    lines += [f"| {name} | " + " | ".join(cells([s["result"]["ijepa"]], metrics)) +
-              f" | {s['loss']:.4f} | {s['feat_std']:.3f} | {s['erank']:.1f} |" for name, s in seen.items() if s]
+    lines += [summary_row(name, [s], metrics=metrics) for name, s in seen.items() if s]
     missing = [name for name, s in seen.items() if s is None]
     return "\n".join(lines + (["", f"Not run with seed {seed}: {', '.join(missing)}."] if missing else []))
 
