@@ -325,6 +325,16 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     assert list(groups["fashion-cpu"]) == ["no regulariser", "pixel targets", "vicreg 1", "sigreg 0.1"]
     assert list(groups["noise 0.2"]) == ["no regulariser", "sigreg 0.1", "pixel targets"]
     assert groups["lr 2e-3"]["sigreg 0.1"]["kNN"] == "50.0 ± 0.0"
+    listing = studies.Plan(listing=[])
+    regularisers.study(tmp_path / "regularisers", listing)
+    assert len(listing.listing) == len(set(listing.listing))  # every run once, the borrowed ablations by seed too
+    assert {"predictor-depth-2-seed0", "predictor-depth-2-seed1"} <= set(listing.listing)
+    shutil.rmtree(tmp_path / "ablations-seed1" / "predictor-depth-2")
+    shutil.rmtree(tmp_path / "ablations" / "predictor-depth-2")
+    started.clear()
+    regularisers.study(tmp_path / "regularisers", studies.Plan(only={"predictor-depth-2-seed1"}))
+    assert started == ["predictor-depth-2"] and (tmp_path / "ablations-seed1" / "predictor-depth-2").is_dir()
+    assert not (tmp_path / "ablations" / "predictor-depth-2").exists()  # the other seed's run: not trained
 
 
 def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):

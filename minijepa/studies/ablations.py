@@ -37,17 +37,19 @@ def seed_folder(seed: int) -> str:
     return "ablations" if seed == 0 else f"ablations-seed{seed}"
 
 
-def ablation(out: Path, record: Path | None, name: str, seed: int, plan: Plan) -> dict | None:
+def ablation(out: Path, record: Path | None, name: str, seed: int, plan: Plan, listed_as: str | None = None
+             ) -> dict | None:
     """One knob's run with one seed (trained if `plan` allows and it is missing); out and record are the study
     roots (--out, --record). The baseline is the distractor study's run without a distractor, the same
-    configuration: trained once, read out with the baselines (random init, raw pixels) there."""
+    configuration: trained once, read out with the baselines (random init, raw pixels) there. `listed_as` is the
+    run's name in `plan` (default: the knob's slug, as this study, one seed at a time, lists it)."""
     if name == BASELINE:
         folder, run, overrides = "distractors", dial_run("demo", "latent", "none", seed), {"target": "latent"}
     else:
         folder, run, overrides = seed_folder(seed), slug(name), ABLATIONS[name]
     flags = {**overrides, "seed": str(seed), **({"distractor": "none"} if name == BASELINE else {})}  # as the dial
     return train_and_evaluate(out / folder / run, "demo", flags, baseline=name == BASELINE,
-                              table_only=not plan.may_train(slug(name)),
+                              table_only=not plan.may_train(listed_as or slug(name)),
                               record=record_path(None if record is None else record / folder, run))
 
 

@@ -131,7 +131,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
             without = [plain("latent", s, spec) for s in seeds]
             pixels = [plain("pixels", s, spec) for s in seeds]
         else:  # the ablation study's runs of this knob
-            without = [ablation(out.parent, None if record is None else record.parent, setting, s, plan) for s in seeds]
+            without = [ablation(out.parent, None if record is None else record.parent, setting, s, plan,
+                                listed_as=f"{slug(setting)}-seed{s}") for s in seeds]
             pixels = []
         with_reg = [go(collapse_run(setting, f"{top}-{best[top]:g}", s), "demo", {**overrides, **flags, "seed": str(s)})
                     for s in seeds]
