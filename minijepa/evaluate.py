@@ -183,7 +183,9 @@ def protocol_of(layers: int, k: int, seed: int, draws: int, finetune: bool, amp:
                       augmentation="none" if FINETUNE["crop_scale"] is None and not FINETUNE["hflip"] else
                       "random_resized_crop(crop_scale) / horizontal flips") if finetune else None,
         linear_whitened=dict(optimizer="L-BFGS, full batch", whitening="PCA, all train features", **WHITENED_PROBE),
-        seed=seed, amp=amp, raw_pixels=f"normalised, flattened, average-pooled to at most {PIXELS_MAX_SIDE} px",
+        seed=seed, amp=amp, threads=torch.get_num_threads(),  # another thread count can round the sums differently
+        torch=torch.__version__,
+        raw_pixels=f"normalised, flattened, average-pooled to at most {PIXELS_MAX_SIDE} px",
         distractor=None if distractor is None else dict(spec=str(distractor), seed=EVAL_SEED))
 
 

@@ -245,6 +245,7 @@ def test_evaluate_run_end_to_end(tiny_run):
     assert protocol["linear"]["features"].startswith("centred") and protocol["linear"]["cv_folds"] == PROBE["cv_folds"]
     assert protocol["low_shot"]["draws"] == LOW_SHOT["draws"] and protocol["finetune"]["epochs"] == FINETUNE["epochs"]
     assert protocol["linear_whitened"]["whitening"].startswith("PCA")
+    assert protocol["threads"] == torch.get_num_threads() and protocol["torch"] == torch.__version__
     n_train, n_test = len(load_dataset("embedded", "train")), len(load_dataset("embedded", "test"))
     for name in ("ijepa", "random_init"):
         r = saved[name]
