@@ -74,7 +74,7 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
     if any(any(rows) for rows in plain.values()):
         lines += ["", f"**Differences** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
                   "the seed)", "",
-                  loss_differences(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds)]
+                  loss_differences(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds, metrics)]
     return "\n".join(lines)
 
 
@@ -103,12 +103,12 @@ def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -
 
 
 def loss_differences(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
-                  seeds: list[int]) -> str:
+                     seeds: list[int], metrics: tuple[str, ...] = METRICS) -> str:
     """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
-    L2 (plain: `plain_fashion_runs`), seed by seed."""
+    L2 (plain: `plain_fashion_runs`), seed by seed, on `metrics` (the read-outs of the table above it)."""
     contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
                  for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
-    return contrast_table(contrasts, seeds, f"{loss} differences", METRICS)
+    return contrast_table(contrasts, seeds, f"{loss} differences", metrics)
 
 
 def schedule_length(text: str) -> int:
