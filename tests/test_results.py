@@ -41,3 +41,17 @@ def test_sync_tables_copies_the_study_table_with_the_same_header(tmp_path):
 
 def test_the_committed_results_carry_the_studies_tables_as_they_are():
     assert stale_tables() == [], "docs/results.md: run python -m minijepa.results --sync"
+
+
+@pytest.mark.parametrize("path", [RESULTS, *sorted(RESULTS.parent.glob("studies/*.md"))], ids=lambda p: p.name)
+def test_every_committed_table_row_fills_its_header(path):
+    """A row with a cell too few shifts every later cell under the wrong column (a reader keys cells by header); only
+    a note row ("| pixel targets | not run yet |") may be shorter."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and lines[i + 1].startswith("|---"):
+            width = line.count("|")
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                assert row.count("|") in (width, 3), f"{path.name}: {row}"

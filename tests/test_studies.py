@@ -337,6 +337,18 @@ def test_regularisers_study_sweeps_first_then_takes_the_best_weight_on(tmp_path,
     assert not (tmp_path / "ablations" / "predictor-depth-2").exists()  # the other seed's run: not trained
 
 
+def test_the_sweep_picks_the_smallest_weight_that_one_seed_cannot_tell_from_the_best():
+    def summary(knn: float, low_shot: float) -> dict:
+        return {"result": {"ijepa": {"knn": knn, "linear_10_per_class": low_shot, "n_test": 1000}}}
+
+    # scores 0.576, 0.5762 and 0.50: the first two are 0.0002 apart, far inside one standard error (0.0156)
+    assert regularisers.pick_weight({0.01: summary(0.641, 0.511), 0.1: summary(0.627, 0.5254),
+                                     1.0: summary(0.55, 0.45)}) == 0.01
+    # 0.6385 against 0.605 and 0.601: more than one standard error (0.0152) ahead, so the largest weight wins
+    assert regularisers.pick_weight({0.01: summary(0.648, 0.562), 0.1: summary(0.648, 0.554),
+                                     1.0: summary(0.693, 0.584)}) == 1.0
+
+
 def test_diagnosis_measures_the_distractor_share_and_whitened_knn(tmp_path):
     from test_train import tiny
 

@@ -33,6 +33,16 @@ def sweep_score(summary: dict) -> float:
     return (r["knn"] + r["linear_10_per_class"]) / 2
 
 
+def pick_weight(sweep: dict[float, dict]) -> float:
+    """One regulariser's pick from its sweep {weight: run summary}: the smallest weight whose `sweep_score` is within
+    one standard error of one test accuracy of the best score. One seed cannot tell apart scores closer than that, and
+    the mildest term that does as well departs least from the paper's recipe (the probe picks its lambda alike)."""
+    scores = {w: sweep_score(s) for w, s in sweep.items()}
+    best = max(scores.values())
+    n_test = next(iter(sweep.values()))["result"]["ijepa"]["n_test"]
+    return min(w for w, score in scores.items() if score >= best - (best * (1 - best) / n_test) ** 0.5)
+
+
 def collapse_run(setting: str, reg: str, seed: int) -> str:
     """The name of a regularised run in one of the COLLAPSE_SETTINGS: reg is "<reg>-<weight>", e.g.
     demo-predictor-depth-2-vicreg-1-seed0."""
@@ -41,8 +51,8 @@ def collapse_run(setting: str, reg: str, seed: int) -> str:
 
 def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds: list[int] = (0, 1)) -> str:
     """VICReg and SIGReg on the context encoder's output, against I-JEPA without one (minijepa/regularisers.py):
-    1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the best weight of each (by
-       `sweep_score`) goes on; the better of the two is also tried per patch, and without the EMA teacher
+    1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the pick of each (`pick_weight`)
+       goes on; the better of the two is also tried per patch, and without the EMA teacher
        (target = the context encoder under stop-gradient: momentum 0);
     2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
     3. the settings where I-JEPA (nearly) collapsed (COLLAPSE_SETTINGS) on the demo preset with the better regulariser, over `seeds`,
@@ -64,28 +74,27 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                   {"target": target, "seed": str(seed), "distractor": distractor}, baseline=target == "latent",
                   shared=True)
 
-    def cols(title: str, runs: list[dict | None]) -> str:  # a table's header and rule, with its read-outs' labels
+    def cols(title: str, runs: list[dict | None]) -> tuple[str, tuple[str, ...]]:
+        """A table's header and rule, and the read-outs its rows show (`columns`: with the fine-tuning or not)."""
         names = headers(representative(runs))
         return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |\n" + \
-            "|---" * (len(names) + 4) + "|"
+            "|---" * (len(names) + 4) + "|", columns(representative(runs))
 
     # 1 · the sweep (one protocol per table: `table_protocol`)
     base = {t: plain(t, 0) for t in ("latent", "pixels")}
     sweep = {(reg, w): go(f"demo-{reg}-{w:g}-seed0", "demo", {"reg": reg, "reg_weight": str(w), "seed": "0"})
              for reg in ("vicreg", "sigreg") for w in REG_WEIGHTS}
     base = dict(zip(base, table_protocol([*base.values(), *sweep.values()])))
-    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "",
-             cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()])]
+    header, metrics = cols("regulariser sweep, demo, seed 0", [base["latent"], *sweep.values()])
+    lines = ["**1 · Weight sweep** (demo preset, seed 0)", "", header]
     if base["latent"] is not None:
-        lines += [summary_row("random init", [base["latent"]], "random_init"),
-                  summary_row("raw pixels", [base["latent"]], "raw_pixels")]
-    lines += [summary_row("I-JEPA, no regulariser", [base["latent"]]), summary_row("pixel targets", [base["pixels"]])]
-    lines += [summary_row(f"{reg} {w:g}", [sweep[reg, w]]) for reg, w in sweep]
-    best = {}
-    for reg in ("vicreg", "sigreg"):
-        done = [(sweep_score(sweep[reg, w]), w) for w in REG_WEIGHTS if sweep[reg, w] is not None]
-        if len(done) == len(REG_WEIGHTS):
-            best[reg] = max(done)[1]
+        lines += [summary_row("random init", [base["latent"]], "random_init", metrics=metrics),
+                  summary_row("raw pixels", [base["latent"]], "raw_pixels", metrics=metrics)]
+    lines += [summary_row("I-JEPA, no regulariser", [base["latent"]], metrics=metrics),
+              summary_row("pixel targets", [base["pixels"]], metrics=metrics)]
+    lines += [summary_row(f"{reg} {w:g}", [sweep[reg, w]], metrics=metrics) for reg, w in sweep]
+    best = {reg: pick_weight({w: sweep[reg, w] for w in REG_WEIGHTS}) for reg in ("vicreg", "sigreg")
+            if all(sweep[reg, w] is not None for w in REG_WEIGHTS)}
     if len(best) < 2:
         return "\n".join(lines + ["", "(the rest waits until the sweep has finished)"])
     top = max(best, key=lambda reg: sweep_score(sweep[reg, best[reg]]))
@@ -95,8 +104,9 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                 f"{top} {best[top]:g}, no EMA (momentum 0)": go(f"demo-{top}-{best[top]:g}-noema-seed0", "demo",
                                                                  {**flags, "momentum": "0", "final_momentum": "0",
                                                                   "seed": "0"})}
-    lines += [summary_row(label, [s]) for label, s in variants.items()]
-    lines += ["", "Best weight by the mean of kNN and the 10-per-class probe: " +
+    lines += [summary_row(label, [s], metrics=metrics) for label, s in variants.items()]
+    lines += ["", "Pick: the smallest weight within one test standard error of the best mean of kNN and the "
+              "10-per-class probe: " +
               ", ".join(f"{reg} {w:g}" for reg, w in best.items()) + f"; the better of the two: {top}."]
     # 2 · fashion-cpu
     fashion = {reg: [go(f"fashion-cpu-{reg}-{best[reg]:g}-seed{s}", "fashion-cpu",
@@ -106,9 +116,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
     trained = {"I-JEPA, no regulariser": plain_fashion["latent"], "pixel targets": plain_fashion["pixels"],
                **{f"{reg} {best[reg]:g}": fashion[reg] for reg in best}}
     table = representative([r for runs in trained.values() for r in runs])
-    metrics = columns(table)
-    lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "",
-              cols(REG_TABLES[0], [r for runs in trained.values() for r in runs]),
+    header, metrics = cols(REG_TABLES[0], [r for runs in trained.values() for r in runs])
+    lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "", header,
               summary_row("random init", fashion[top], "random_init", len(seeds), metrics),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels", metrics=metrics)]
     lines += [summary_row(label, runs, seeds=len(seeds), metrics=metrics) for label, runs in trained.items()]
@@ -121,8 +130,8 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
               "where both rows have the seed)", "",
               contrast_table(fashion_contrasts, seeds, "regulariser differences, fashion-cpu", metrics)]
     # 3 · the settings where I-JEPA (nearly) collapsed
-    lines += ["", f"**3 · Settings where I-JEPA (nearly) collapsed** (demo preset; {top} {best[top]:g})", "",
-              cols(REG_TABLES[1], [base["latent"], *sweep.values()])]
+    header, metrics = cols(REG_TABLES[1], [base["latent"], *sweep.values()])
+    lines += ["", f"**3 · Settings where I-JEPA (nearly) collapsed** (demo preset; {top} {best[top]:g})", "", header]
     top_label = f"{top} {best[top]:g}"
     contrasts = []
     for setting, overrides in COLLAPSE_SETTINGS.items():
@@ -138,10 +147,10 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                     for s in seeds]
         seen = table_protocol([*sweep.values(), *with_reg, *without, *pixels])[len(sweep) + len(with_reg):]
         without, pixels = seen[:len(without)], seen[len(without):]  # one protocol for the whole table
-        lines += [summary_row(f"{setting}, no regulariser", without),
-                  summary_row(f"{setting}, {top_label}", with_reg, seeds=len(seeds))]
+        lines += [summary_row(f"{setting}, no regulariser", without, metrics=metrics),
+                  summary_row(f"{setting}, {top_label}", with_reg, seeds=len(seeds), metrics=metrics)]
         if pixels:
-            lines.append(summary_row(f"{setting}, pixel targets", pixels))
+            lines.append(summary_row(f"{setting}, pixel targets", pixels, metrics=metrics))
             contrasts.append((setting, top_label, with_reg, "pixel targets", pixels))
         contrasts.append((setting, top_label, with_reg, "no regulariser", without))
     lines += ["", "**Differences where I-JEPA (nearly) collapsed** (regularised latent targets minus the reference row; "
