@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, NoReturn
 
@@ -266,7 +267,7 @@ def resume_or_start(cfg: Config, out: Path, model: IJEPA, optimizer: torch.optim
                     scaler: torch.amp.GradScaler | None, resume: bool, device: torch.device, rank: int) -> int:
     """The step to start from. A new run refuses to overwrite a checkpoint and starts at 0; `resume` loads the
     checkpoint's model, optimizer and loss scale after checking that it was trained with the same config (only
-    RUNTIME_FIELDS may change). Rank 0 then writes config.json and cuts metrics.jsonl back to the steps before it."""
+    RUNTIME_FIELDS may change), and warns if a CPU run resumes with another thread count (no longer bit-exact). Rank 0 then writes config.json and cuts metrics.jsonl back to the steps before it."""
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
     start = 0
     if resume:
@@ -282,6 +283,11 @@ def resume_or_start(cfg: Config, out: Path, model: IJEPA, optimizer: torch.optim
         if scaler is not None and "scaler" in ckpt:  # fp16 before and now: go on with the same loss scale
             scaler.load_state_dict(ckpt["scaler"])
         start = ckpt["step"]
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and ckpt.get("threads", threads) != threads:  # another split of every sum
+            warnings.warn(f"{ckpt_path} was trained with {ckpt['threads']} CPU threads and resumes with {threads}: "
+                          f"the run goes on, but no longer bit for bit as it would have without the interruption "
+                          f"(OMP_NUM_THREADS={ckpt['threads']} resumes it exactly)", stacklevel=2)
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if rank == 0:
@@ -299,6 +305,7 @@ def save_training_state(path: Path, cfg: Config, step: int, model: IJEPA, optimi
     try:
         save_checkpoint(path, config=dataclasses.asdict(cfg), step=step, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), norm=dict(mean=norm[0], std=norm[1]), amp=amp,
+                        threads=torch.get_num_threads(),
                         **({"scaler": scaler.state_dict()} if scaler is not None else {}))
     except CheckpointError as e:
         fix = "free some space, then" if isinstance(e, DiskFullError) else "once a checkpoint can be saved there,"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,20 @@ def test_existing_run_needs_resume_and_same_config(tmp_path):
     with pytest.raises(CheckpointError, match="different config"):
         train(tiny(steps=5, lr=0.1), tmp_path, resume=True, progress=False)
     train(tiny(steps=5, log_every=1), tmp_path, resume=True, progress=False)  # runtime options may change
+
+
+def test_resuming_with_another_cpu_thread_count_warns(tmp_path, monkeypatch):
+    train(tiny(steps=3), tmp_path, progress=False)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["threads"]
+    assert saved == torch.get_num_threads()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train(tiny(steps=3), tmp_path, resume=True, progress=False)
+    assert not [w for w in seen if "CPU threads" in str(w.message)]  # the same thread count: no warning
+    monkeypatch.setattr(torch, "get_num_threads", lambda: saved + 1)
+    with pytest.warns(UserWarning, match=f"trained with {saved} CPU threads and resumes with {saved + 1}.*"
+                                         f"OMP_NUM_THREADS={saved}"):
+        train(tiny(steps=3), tmp_path, resume=True, progress=False)
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
