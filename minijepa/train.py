@@ -267,7 +267,8 @@ def resume_or_start(cfg: Config, out: Path, model: IJEPA, optimizer: torch.optim
                     scaler: torch.amp.GradScaler | None, resume: bool, device: torch.device, rank: int) -> int:
     """The step to start from. A new run refuses to overwrite a checkpoint and starts at 0; `resume` loads the
     checkpoint's model, optimizer and loss scale after checking that it was trained with the same config (only
-    RUNTIME_FIELDS may change), and warns if a CPU run resumes with another thread count (no longer bit-exact). Rank 0 then writes config.json and cuts metrics.jsonl back to the steps before it."""
+    RUNTIME_FIELDS may change), and warns if a CPU run resumes with another thread count (no longer bit-exact).
+    Rank 0 then writes config.json and cuts metrics.jsonl back to the steps before it."""
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
     start = 0
     if resume:

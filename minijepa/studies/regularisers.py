@@ -39,8 +39,13 @@ def pick_weight(sweep: dict[float, dict]) -> float:
     the mildest term that does as well departs least from the paper's recipe (the probe picks its lambda alike)."""
     scores = {w: sweep_score(s) for w, s in sweep.items()}
     best = max(scores.values())
-    n_test = next(iter(sweep.values()))["result"]["ijepa"]["n_test"]
-    return min(w for w, score in scores.items() if score >= best - (best * (1 - best) / n_test) ** 0.5)
+    return min(w for w, score in scores.items() if score >= best - pick_tolerance(sweep))
+
+
+def pick_tolerance(sweep: dict[float, dict]) -> float:
+    """One standard error of one test accuracy at the sweep's best score: sqrt(p (1 - p) / n_test)."""
+    best = max(sweep_score(s) for s in sweep.values())
+    return (best * (1 - best) / next(iter(sweep.values()))["result"]["ijepa"]["n_test"]) ** 0.5
 
 
 def collapse_run(setting: str, reg: str, seed: int) -> str:
@@ -54,7 +59,7 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
     1. a weight sweep on the demo preset (seed 0), each regulariser at REG_WEIGHTS; the pick of each (`pick_weight`)
        goes on; the better of the two is also tried per patch, and without the EMA teacher
        (target = the context encoder under stop-gradient: momentum 0);
-    2. fashion-cpu, latent targets, each regulariser at its best weight, over `seeds`;
+    2. fashion-cpu, latent targets, each regulariser at its pick, over `seeds`;
     3. the settings where I-JEPA (nearly) collapsed (COLLAPSE_SETTINGS) on the demo preset with the better regulariser, over `seeds`,
        and without it (the ablation and distractor studies' runs);
     then the outcomes: the regularised rows against pixel targets and I-JEPA without a regulariser (`contrast_table`).
@@ -76,9 +81,10 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
 
     def cols(title: str, runs: list[dict | None]) -> tuple[str, tuple[str, ...]]:
         """A table's header and rule, and the read-outs its rows show (`columns`: with the fine-tuning or not)."""
-        names = headers(representative(runs))
+        result = representative(runs)
+        names = headers(result)
         return f"| {title} | {' | '.join(names)} | final prediction loss | feature std | eff. rank |\n" + \
-            "|---" * (len(names) + 4) + "|", columns(representative(runs))
+            "|---" * (len(names) + 4) + "|", columns(result)
 
     # 1 · the sweep (one protocol per table: `table_protocol`)
     base = {t: plain(t, 0) for t in ("latent", "pixels")}
@@ -105,8 +111,11 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
                                                                  {**flags, "momentum": "0", "final_momentum": "0",
                                                                   "seed": "0"})}
     lines += [summary_row(label, [s], metrics=metrics) for label, s in variants.items()]
+    scores = {reg: ", ".join(f"{w:g}: {100 * sweep_score(sweep[reg, w]):.2f}" for w in REG_WEIGHTS) +
+              f"; one standard error {100 * pick_tolerance({w: sweep[reg, w] for w in REG_WEIGHTS}):.2f}"
+              for reg in best}
     lines += ["", "Pick: the smallest weight within one test standard error of the best mean of kNN and the "
-              "10-per-class probe: " +
+              "10-per-class probe (" + "; ".join(f"{reg} {text}" for reg, text in scores.items()) + "): " +
               ", ".join(f"{reg} {w:g}" for reg, w in best.items()) + f"; the better of the two: {top}."]
     # 2 · fashion-cpu
     fashion = {reg: [go(f"fashion-cpu-{reg}-{best[reg]:g}-seed{s}", "fashion-cpu",
