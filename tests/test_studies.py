@@ -480,6 +480,25 @@ def test_another_loss_is_judged_against_the_l2_runs_seed_by_seed(tmp_path, monke
     assert "smooth_l1 differences" not in compare.study(out, "fashion-cpu", [0, 1])  # L2 itself: no twin to judge
 
 
+def test_a_longer_schedule_is_judged_against_the_presets_runs_seed_by_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "run", lambda cmd: pytest.fail(f"a finished run was started again: {cmd}"))
+    out = tmp_path / "compare-2400steps"
+    for s, (lat, pix) in enumerate(((0.90, 0.71), (0.92, 0.69))):
+        fake_run(out / f"fashion-cpu-latent-seed{s}", lat, 0.5, 100.0, 500.0)
+        fake_run(out / f"fashion-cpu-pixels-seed{s}", pix, None, 100.0, 500.0)
+        fake_run(tmp_path / "compare" / f"fashion-cpu-pixels-seed{s}", pix + 0.1, None, 100.0, 500.0)
+    lines = compare.study(out, "fashion-cpu", [0, 1], steps=2400).splitlines()
+    assert lines[0].startswith("| fashion-cpu, 2 seed(s), 2400 steps |")
+    assert "**Differences** (2400 steps minus 1200 steps: each run against its twin in `study compare`, seed by " \
+           "seed where both rows have the seed)" in lines
+    outcomes = lines[lines.index("| 2400 steps differences | read-out | difference | per seed | mean | spread | "
+                                 "outcome |"):]
+    assert len(outcomes) == 2 + len(METRICS)  # pixel targets, every read-out; the latent runs have no twin yet
+    assert outcomes[2] == ("| fashion-cpu | linear | pixel targets, 2400 steps − pixel targets, 1200 steps | -10.0, "
+                           "-10.0 | -10.0 | 4.0 | **pixel targets, 1200 steps ahead** beyond the spread |")
+    assert compare.variant_names("fashion-cpu", 2400, "smooth_l1") == ("2400 steps, smooth_l1", "1200 steps, L2")
+
+
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"
 TABLES = {  # each committed table -> the command that writes it, training nothing
     "ablations": ["ablations", "--table-only"],

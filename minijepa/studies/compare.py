@@ -2,8 +2,8 @@
 
 A preset (default `fashion-cpu`) trained with latent and with pixel targets; the latent runs also read out the random
 init and the raw pixels. `--layers 4`: read out the last 4 blocks instead of the last one; `--steps N`: a longer or
-shorter schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2, judged against the L2 runs
-seed by seed."""
+shorter schedule; `--loss smooth_l1`: the reference code's loss instead of the paper's L2. On fashion-cpu a longer
+schedule or another loss is judged against the preset's own runs (`compare` itself), seed by seed."""
 from __future__ import annotations
 
 import argparse
@@ -70,11 +70,14 @@ def study(out: Path, preset: str, seeds: list[int], layers: int = 1, steps: int 
                   probe_table(preset, {"I-JEPA (latent targets)": (latent, "ijepa"), "pixel targets": (pixels, "ijepa"),
                                        "random init": (latent, "random_init"), "raw pixels": (latent[:1], "raw_pixels")})]
     plain = plain_fashion_runs(out.parent, None if record is None else record.parent, seeds) \
-        if loss != "l2" and preset == "fashion-cpu" and steps is None and layers == 1 and done else {}
+        if (loss != "l2" or steps is not None) and preset == "fashion-cpu" and layers == 1 and done \
+        and not whitened(table) else {}
     if any(any(rows) for rows in plain.values()):
-        lines += ["", f"**Differences** ({loss} minus the L2 runs of `study compare`; seed by seed where both rows have "
-                  "the seed)", "",
-                  loss_differences(loss, {t: [runs[t, s] for s in seeds] for t in plain}, plain, seeds, metrics)]
+        variant, reference = variant_names(preset, steps, loss)
+        lines += ["", f"**Differences** ({variant} minus {reference}: each run against its twin in `study compare`, "
+                  "seed by seed where both rows have the seed)", "",
+                  variant_differences(variant, reference, {t: [runs[t, s] for s in seeds] for t in plain}, plain,
+                                      seeds, metrics)]
     return "\n".join(lines)
 
 
@@ -102,13 +105,22 @@ def plain_fashion_runs(root: Path, record_root: Path | None, seeds: list[int]) -
                 for s in seeds] for t in TARGETS}
 
 
-def loss_differences(loss: str, runs: dict[str, list[dict | None]], plain: dict[str, list[dict | None]],
-                     seeds: list[int], metrics: tuple[str, ...] = METRICS) -> str:
-    """Each target trained with `loss` (runs: {target: summaries over `seeds`}) against the same target trained with
-    L2 (plain: `plain_fashion_runs`), seed by seed, on `metrics` (the read-outs of the table above it)."""
-    contrasts = [("fashion-cpu", f"{label}, {loss}", runs[t], f"{label}, L2", plain[t])
+def variant_names(preset: str, steps: int | None, loss: str) -> tuple[str, str]:
+    """How a variant of the comparison and the preset's own runs are named in its table of differences:
+    ("smooth_l1", "L2"), ("2400 steps", "1200 steps"), ("2400 steps, smooth_l1", "1200 steps, L2")."""
+    variant = ([] if steps is None else [f"{steps} steps"]) + ([] if loss == "l2" else [loss])
+    reference = ([] if steps is None else [f"{PRESETS[preset]['steps']} steps"]) + ([] if loss == "l2" else ["L2"])
+    return ", ".join(variant), ", ".join(reference)
+
+
+def variant_differences(variant: str, reference: str, runs: dict[str, list[dict | None]],
+                        plain: dict[str, list[dict | None]], seeds: list[int], metrics: tuple[str, ...] = METRICS) -> str:
+    """Each target trained as the variant (runs: {target: summaries over `seeds`}) against the same target trained
+    with the preset's recipe (plain: `plain_fashion_runs`), seed by seed, on `metrics` (the read-outs of the table
+    above it)."""
+    contrasts = [("fashion-cpu", f"{label}, {variant}", runs[t], f"{label}, {reference}", plain[t])
                  for t, label in (("latent", "latent targets"), ("pixels", "pixel targets"))]
-    return contrast_table(contrasts, seeds, f"{loss} differences", metrics)
+    return contrast_table(contrasts, seeds, f"{variant} differences", metrics)
 
 
 def schedule_length(text: str) -> int:
@@ -125,7 +137,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, choices=[1, 4], default=1,
                    help="read out the last block or the last 4 (default 1; 4 evaluates finished runs again)")
     p.add_argument("--steps", type=schedule_length, help="train this many steps instead of the preset's (runs in "
-                                                         "compare-Nsteps/)")
+                                                         "compare-Nsteps/, judged against the preset's runs)")
     p.add_argument("--loss", choices=["l2", "smooth_l1"], default="l2",
                    help="the prediction loss (default l2; smooth_l1: runs in compare-smooth_l1/, judged against l2)")
     p.set_defaults(command=command)
