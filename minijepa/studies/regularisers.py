@@ -127,7 +127,7 @@ def study(out: Path, plan: Plan | None = None, record: Path | None = None, seeds
     table = representative([r for runs in trained.values() for r in runs])
     header, metrics = cols(REG_TABLES[0], [r for runs in trained.values() for r in runs])
     lines += ["", f"**2 · Fashion-MNIST** (fashion-cpu preset, seeds {','.join(map(str, seeds))})", "", header,
-              summary_row("random init", fashion[top], "random_init", len(seeds), metrics),
+              summary_row("random init", fashion[top], "random_init", len(seeds), metrics=metrics),
               summary_row("raw pixels", fashion[top][:1], "raw_pixels", metrics=metrics)]
     lines += [summary_row(label, runs, seeds=len(seeds), metrics=metrics) for label, runs in trained.items()]
     lines += whitened_note(trained, table)

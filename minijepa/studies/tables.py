@@ -118,10 +118,10 @@ def whitened_note(rows: dict[str, list[dict | None]], table: dict) -> list[str]:
     return lines
 
 
-def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None,
-                metrics: tuple[str, ...] = METRICS) -> str:
-    """A table row: the read-outs (`metrics`) as mean ± std over the finished runs, then (for trained encoders) the
-    final prediction loss, feature std and effective rank (means)."""
+def summary_row(label: str, summaries: list[dict | None], key: str = "ijepa", seeds: int | None = None, *,
+                metrics: tuple[str, ...]) -> str:
+    """A table row: the read-outs (`metrics`: the columns of the table's header, `columns`) as mean ± std over the
+    finished runs, then (for trained encoders) the final prediction loss, feature std and effective rank (means)."""
     done = [s for s in one_protocol(summaries) if s is not None]
     if not done:
         return f"| {label} | not run yet |"
