@@ -503,6 +503,7 @@ COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "studies"
 TABLES = {  # each committed table -> the command that writes it, training nothing
     "ablations": ["ablations", "--table-only"],
     "compare": ["compare", "--table-only"],
+    "compare-2400steps": ["compare", "--steps", "2400", "--table-only"],
     "compare-4layers": ["compare", "--layers", "4", "--table-only"],
     "compare-smooth_l1": ["compare", "--loss", "smooth_l1", "--table-only"],
     "distractors": ["distractors", "--table-only"],
