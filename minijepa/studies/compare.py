@@ -10,7 +10,6 @@ import argparse
 import statistics
 from pathlib import Path
 
-from ..evaluate import METRICS
 from ..train import PRESETS
 from .runs import Plan, folders, record_path, seed_list, train_and_evaluate, write_table
 from .tables import (as_encoder, cells, columns, contrast_table, headers, one_protocol, representative, whitened,
@@ -114,7 +113,7 @@ def variant_names(preset: str, steps: int | None, loss: str) -> tuple[str, str]:
 
 
 def variant_differences(variant: str, reference: str, runs: dict[str, list[dict | None]],
-                        plain: dict[str, list[dict | None]], seeds: list[int], metrics: tuple[str, ...] = METRICS) -> str:
+                        plain: dict[str, list[dict | None]], seeds: list[int], metrics: tuple[str, ...]) -> str:
     """Each target trained as the variant (runs: {target: summaries over `seeds`}) against the same target trained
     with the preset's recipe (plain: `plain_fashion_runs`), seed by seed, on `metrics` (the read-outs of the table
     above it)."""
